@@ -1,0 +1,173 @@
+"""Typed, self-validating stage configs.
+
+Each stage declares a dataclass deriving from :class:`StageConfig`. Field
+metadata carries the ``help`` text (used for ``--help`` and docs) and
+``runtime=True`` for settings that do not change the result (batch size,
+device, progress) and are therefore left out of :meth:`StageConfig.config_hash`,
+the cache key of a stage (as distilabel's signature mixin does).
+
+``validate()`` is called from ``__post_init__``; it raises :class:`ConfigError`
+naming the key, the value found, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+C = TypeVar("C", bound="StageConfig")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", runtime: bool = False,
+          default_factory: Any = dataclasses.MISSING, choices: Iterable[Any] | None = None) -> Any:
+    """A dataclass field with ``help``, ``runtime`` and optional ``choices`` metadata."""
+    meta = {"help": help, "runtime": runtime}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Base class: validation hooks, dict/YAML round trip and a stable hash."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{self._key(f.name)}: expected one of {', '.join(map(repr, choices))}; got {value!r}")
+        self.validate()
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Override to check values; raise :class:`ConfigError` via :meth:`fail`."""
+
+    _section: typing.ClassVar[str] = ""
+
+    def _key(self, name: str) -> str:
+        return f"{self._section}.{name}" if self._section else name
+
+    def fail(self, name: str, expected: str) -> typing.NoReturn:
+        raise ConfigError(f"{self._key(name)}: expected {expected}; got {getattr(self, name)!r}")
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, section: str = "") -> C:
+        data = dict(data or {})
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        prefix = f"{section}." if section else ""
+        if unknown:
+            raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(names))}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            kwargs[key] = _coerce(hints.get(key), value, f"{prefix}{key}")
+        try:
+            obj = cls(**kwargs)
+        except TypeError as exc:
+            missing = [n for n, f in names.items() if f.default is dataclasses.MISSING
+                       and f.default_factory is dataclasses.MISSING and n not in data]
+            if missing:
+                raise ConfigError(f"{prefix}{missing[0]}: required key is missing") from exc
+            raise
+        except ConfigError as exc:
+            if section and not str(exc).startswith(prefix):
+                raise ConfigError(f"{prefix}{exc}") from None
+            raise
+        return obj
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path, *, section: str = "") -> C:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+        return cls.from_dict(data, section=section)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        from .utils.io import write_text_atomic
+
+        return write_text_atomic(path, self.to_yaml())
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The settings that change results: every field not marked ``runtime``."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not f.metadata.get("runtime", False)}
+
+    def config_hash(self) -> str:
+        return stable_hash(self.hashed_dict())
+
+    @classmethod
+    def help_lines(cls) -> list[str]:
+        return [f"{f.name}: {f.metadata.get('help', '')}" for f in dataclasses.fields(cls)]
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short, stable hex digest of a JSON-able object (key order does not matter)."""
+    payload = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Light coercion of YAML values to the annotated type (tuples from lists, Paths from str, nested configs)."""
+    if hint is None or value is None:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return _coerce(args[0], value, key)
+        return value
+    if isinstance(hint, type) and issubclass(hint, StageConfig):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return hint.from_dict(value, section=key)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (list, tuple) and typing.get_args(hint):
+        inner = typing.get_args(hint)[0]
+        if isinstance(inner, type) and issubclass(inner, StageConfig) and isinstance(value, list):
+            return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value

@@ -1,0 +1,212 @@
+"""Every dataset promptmix writes, declared once with ``datasets.Features``.
+
+Column names live here and nowhere else: stages import the constants below.
+
+Real datasets (``promptmix real ...``, Hub layout, splits train/validation/test)
+    COUNTING_REAL, DEPTH_REAL, classification_real(names)
+Run folder (``RUN/``)
+    CAPTIONS        RUN/captions/captions.parquet
+    PROMPTS         RUN/prompts/prompts.parquet      (a "prompt bag")
+    SOURCES         RUN/prompts/sources.parquet      (size, JPEG quality, grayscale of each source image)
+    GENERATED       RUN/images/chunk-*.parquet
+    counting_annotation / DEPTH_ANNOTATION / CLASSIFICATION_ANNOTATION
+                    RUN/annotations/<annotator>/chunk-*.parquet
+Fake dataset (``promptmix filter``, Hub layout)
+    fake_features(task, class_names)
+
+Maps (density, depth) are stored as nested lists ``List(List(float))``; read them
+with ``dataset.with_format("numpy")`` to get 2-D arrays quickly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from datasets import ClassLabel, Features, Image, List, Value
+
+TASKS = ("counting", "depth", "classification")
+
+# -- column names ------------------------------------------------------------------------------------
+IMAGE = "image"
+IMAGE_ID = "image_id"
+POINTS = "points"
+COUNT = "count"
+WIDTH = "width"
+HEIGHT = "height"
+JPEG_QUALITY = "jpeg_quality"
+IS_GRAYSCALE = "is_grayscale"
+DEPTH = "depth"
+SCENE = "scene"
+LABEL = "label"
+DENSITY = "density"
+
+CAPTION = "caption"
+CAPTIONER = "captioner"
+
+PROMPT_ID = "prompt_id"
+PROMPT = "prompt"
+BASE_TEXT = "base_text"
+ORIGIN = "origin"  # caption | manual | template | class
+SOURCE_IMAGE_IDS = "source_image_ids"
+
+ROW_ID = "row_id"
+IMAGE_INDEX = "image_index"
+SOURCE_IMAGE_ID = "source_image_id"
+SEED = "seed"
+MIXING = "mixing"  # JSON text of the MVC mixing record, null when not used
+CONDITIONING_IMAGE_ID = "conditioning_image_id"
+CHUNK = "chunk"
+
+ANNOTATOR = "annotator"
+OK = "ok"
+PROBABILITY = "probability"
+ANNOTATIONS = "annotations"
+QUALITY_SCORE = "quality_score"
+KEPT = "kept"
+ANNOTATION_OK = "annotation_ok"
+TARGET_ANNOTATOR = "target_annotator"
+
+PROMPT_ORIGINS = ("caption", "manual", "template", "class")
+
+_IMAGE_META = {
+    WIDTH: Value("int32"),
+    HEIGHT: Value("int32"),
+    JPEG_QUALITY: Value("int32"),  # null when the source is not a JPEG
+    IS_GRAYSCALE: Value("bool"),
+}
+
+MAP16 = List(List(Value("float16")))
+MAP32 = List(List(Value("float32")))
+
+# -- real datasets -----------------------------------------------------------------------------------
+COUNTING_REAL = Features({
+    IMAGE: Image(),
+    IMAGE_ID: Value("string"),
+    POINTS: List(List(Value("float32"), length=2)),  # (x, y) head points, as annotated (some just off-frame)
+    COUNT: Value("int32"),  # number of annotated points, all of them
+    **_IMAGE_META,
+})
+
+DEPTH_REAL = Features({
+    IMAGE: Image(),
+    IMAGE_ID: Value("string"),
+    DEPTH: MAP32,  # metres, H x W
+    SCENE: Value("string"),
+    **_IMAGE_META,
+})
+
+
+def classification_real(class_names: Sequence[str]) -> Features:
+    return Features({
+        IMAGE: Image(),
+        IMAGE_ID: Value("string"),
+        LABEL: ClassLabel(names=list(class_names)),
+        **_IMAGE_META,
+    })
+
+
+def real_features(task: str, class_names: Sequence[str] | None = None) -> Features:
+    if task == "counting":
+        return COUNTING_REAL
+    if task == "depth":
+        return DEPTH_REAL
+    if task == "classification":
+        return classification_real(class_names or [])
+    raise ValueError(f"task: expected one of {TASKS}; got {task!r}")
+
+
+# -- run folder ----------------------------------------------------------------------------------------
+CAPTIONS = Features({
+    IMAGE_ID: Value("string"),
+    CAPTION: Value("string"),
+    LABEL: Value("int32"),  # null when the real set has no labels
+    CAPTIONER: Value("string"),
+})
+
+PROMPTS = Features({
+    PROMPT_ID: Value("string"),  # stable hash of PROMPT
+    PROMPT: Value("string"),  # final text after modifiers
+    BASE_TEXT: Value("string"),  # caption / manual text before modifiers
+    ORIGIN: Value("string"),  # one of PROMPT_ORIGINS
+    SOURCE_IMAGE_IDS: List(Value("string")),  # source images (size, JPEG quality); empty for manual prompts
+    LABEL: Value("int32"),  # class index, null when not classification
+})
+
+SOURCES = Features({
+    IMAGE_ID: Value("string"),
+    LABEL: Value("int32"),
+    **_IMAGE_META,
+})
+
+GENERATED = Features({
+    ROW_ID: Value("string"),  # f"{prompt_id}-{image_index:05d}", unique in a run
+    IMAGE: Image(),  # JPEG bytes at the source's quality
+    PROMPT: Value("string"),
+    PROMPT_ID: Value("string"),
+    IMAGE_INDEX: Value("int32"),  # 0..k-1 within the prompt
+    SOURCE_IMAGE_ID: Value("string"),  # null for prompts without a source
+    LABEL: Value("int32"),
+    SEED: Value("int64"),  # derived from (run seed, prompt_id, image_index)
+    WIDTH: Value("int32"),
+    HEIGHT: Value("int32"),
+    JPEG_QUALITY: Value("int32"),
+    MIXING: Value("string"),  # JSON mixing record (MVC), null otherwise
+    CONDITIONING_IMAGE_ID: Value("string"),  # image-conditioned (MVC fine-tuned) generation, else null
+})
+
+COUNTING_ANNOTATION = Features({
+    ROW_ID: Value("string"),
+    COUNT: Value("float32"),
+    DENSITY: MAP16,  # at the annotator's output resolution
+    OK: Value("bool"),  # False when the output had NaN/inf
+})
+
+DEPTH_ANNOTATION = Features({
+    ROW_ID: Value("string"),
+    DEPTH: MAP16,
+    OK: Value("bool"),
+})
+
+CLASSIFICATION_ANNOTATION = Features({
+    ROW_ID: Value("string"),
+    LABEL: Value("int32"),  # predicted class index in the real set's label space
+    PROBABILITY: Value("float32"),  # probability of the predicted class
+    OK: Value("bool"),
+})
+
+
+def annotation_features(task: str) -> Features:
+    return {"counting": COUNTING_ANNOTATION, "depth": DEPTH_ANNOTATION,
+            "classification": CLASSIFICATION_ANNOTATION}[task]
+
+
+def _annotation_struct(task: str) -> dict:
+    feats = dict(annotation_features(task))
+    feats.pop(ROW_ID)
+    return {ANNOTATOR: Value("string"), **feats}
+
+
+# -- fake dataset -------------------------------------------------------------------------------------
+def fake_features(task: str, class_names: Sequence[str] | None = None) -> Features:
+    """The fake dataset ``promptmix filter`` writes and ``promptmix publish`` publishes.
+
+    Generation columns, every annotator's output in ``annotations`` (one struct per annotator, in
+    annotator order), the quality score, the ``kept`` flag and the training target:
+    counting ``density`` + ``count``, depth ``depth``, classification ``label`` (the prompt's class).
+    """
+    feats = dict(GENERATED)
+    if task == "classification":
+        feats[LABEL] = ClassLabel(names=list(class_names or []))
+    feats[ANNOTATIONS] = List(_annotation_struct(task))
+    feats[QUALITY_SCORE] = Value("float32")  # null with one annotator
+    feats[KEPT] = Value("bool")
+    feats[ANNOTATION_OK] = Value("bool")
+    feats[TARGET_ANNOTATOR] = Value("string")  # annotator name, or "mean"
+    if task == "counting":
+        feats[DENSITY] = MAP16
+        feats[COUNT] = Value("float32")
+    elif task == "depth":
+        feats[DEPTH] = MAP16
+    elif task != "classification":
+        raise ValueError(f"task: expected one of {TASKS}; got {task!r}")
+    return Features(feats)

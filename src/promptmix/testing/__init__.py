@@ -1,0 +1,53 @@
+"""Offline test kit: tiny random-weight models in their real save formats, and raw-dataset writers.
+
+``save_tiny_models(out_dir)`` writes every model the pipeline needs, built from the real classes
+with random weights and saved through ``save_pretrained`` (or the annotators' own safetensors
+format), so they load back through exactly the path a Hub model takes. Tests, the demo and the
+benchmarks use them; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+TINY_MODEL_KEYS = ("sd", "captioner", "counter_a", "counter_b", "depth", "classifier")
+DEFAULT_CLASS_NAMES = ("cat", "dog", "bird")
+
+
+def save_tiny_models(out_dir: str | Path, *, class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+                     keys: Sequence[str] = TINY_MODEL_KEYS, seed: int = 0) -> dict[str, Path]:
+    """Write tiny random models under ``out_dir/<key>`` and return ``{key: folder}``.
+
+    Keys: ``sd`` (Stable Diffusion pipeline folder), ``captioner`` (BLIP), ``counter_a`` and
+    ``counter_b`` (two different crowd-counting architectures), ``depth`` (a transformers depth
+    model), ``classifier`` (a transformers image classifier over ``class_names``).
+    Folders that already hold a complete model are reused.
+    """
+    from . import _annotators, _captioner, _diffusion
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(keys) - set(TINY_MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"keys: expected a subset of {TINY_MODEL_KEYS}; got unknown {unknown}")
+    writers = {
+        "sd": lambda p: _diffusion.save_tiny_sd(p, seed=seed),
+        "captioner": lambda p: _captioner.save_tiny_captioner(p, seed=seed),
+        "counter_a": lambda p: _annotators.save_tiny_counter(p, arch="csrnet", seed=seed),
+        "counter_b": lambda p: _annotators.save_tiny_counter(p, arch="dmcount", seed=seed + 1),
+        "depth": lambda p: _annotators.save_tiny_depth(p, seed=seed),
+        "classifier": lambda p: _annotators.save_tiny_classifier(p, class_names=class_names, seed=seed),
+    }
+    out = {}
+    for key in keys:
+        folder = out_dir / key
+        if not (folder / ".complete").exists():
+            from ..utils.io import atomic_path
+
+            with atomic_path(folder) as tmp:
+                tmp.mkdir(parents=True)
+                writers[key](tmp)
+                (tmp / ".complete").write_text("ok\n")
+        out[key] = folder
+    return out

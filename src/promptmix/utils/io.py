@@ -1,0 +1,148 @@
+"""Atomic file and folder writes, and the Hub dataset layout every stage writes.
+
+Nothing half-written is ever left where a reader looks: files are written to a
+temporary name beside the target and renamed when complete; folders are built
+in a temporary sibling folder and moved into place at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+PARQUET_MAX_ROWS_PER_SHARD = 1000
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
+
+    Works for files and folders. On error the temporary is removed and ``target`` is untouched.
+    An existing folder at ``target`` is replaced only after the new one is complete.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{next(tempfile._get_candidate_names())}"
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet_atomic(dataset, path: str | os.PathLike) -> Path:
+    """Write a ``datasets.Dataset`` to one Parquet file (features kept in the schema metadata), atomically."""
+    with atomic_path(path) as tmp:
+        dataset.to_parquet(str(tmp))
+    return Path(path)
+
+
+def _num_shards(num_rows: int, max_rows: int) -> int:
+    return max(1, math.ceil(num_rows / max_rows))
+
+
+def write_split_shards(dataset, folder: Path, prefix: str, max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> list[Path]:
+    """Write ``dataset`` as ``folder/<prefix>-0000i-of-0000n.parquet`` shards (Hub naming)."""
+    n = _num_shards(len(dataset), max_rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        shard = dataset.shard(num_shards=n, index=i, contiguous=True)
+        path = folder / f"{prefix}-{i:05d}-of-{n:05d}.parquet"
+        shard.to_parquet(str(path))
+        paths.append(path)
+    return paths
+
+
+def hub_yaml_configs(configs: Mapping[str, Mapping[str, Any]], default: str) -> list[dict]:
+    """The README ``configs:`` YAML list for ``{config_name: {split: dataset}}`` laid out by :func:`write_hub_layout`."""
+    out = []
+    for name, splits in configs.items():
+        entry: dict[str, Any] = {"config_name": name}
+        if name == default:
+            entry["default"] = True
+        entry["data_files"] = [
+            {"split": split, "path": f"data/{name}/{split}-*.parquet" if len(configs) > 1 else f"data/{split}-*.parquet"}
+            for split in splits
+        ]
+        out.append(entry)
+    return out
+
+
+def write_hub_layout(root: Path, configs: Mapping[str, Mapping[str, Any]], *, default: str | None = None,
+                     max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> list[dict]:
+    """Write Parquet shards under ``root/data`` in Hub layout and return the YAML ``configs`` list.
+
+    A single config is written as ``data/<split>-*.parquet``; several as ``data/<config>/<split>-*.parquet``.
+    """
+    default = default or next(iter(configs))
+    for name, splits in configs.items():
+        folder = root / "data" if len(configs) == 1 else root / "data" / name
+        for split, ds in splits.items():
+            write_split_shards(ds, folder, split, max_rows=max_rows)
+    return hub_yaml_configs(configs, default)
+
+
+def render_readme(metadata: Mapping[str, Any], body: str) -> str:
+    """A README.md with YAML front matter (as the Hub and ``load_dataset`` read it) and a Markdown body."""
+    front = yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n{body.strip()}\n"
+
+
+def write_hub_folder(out_dir: str | os.PathLike, configs: Mapping[str, Mapping[str, Any]], *,
+                     default: str | None = None, metadata: Mapping[str, Any] | None = None, body: str = "",
+                     extra_files: Mapping[str, bytes | str] | None = None,
+                     max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> Path:
+    """Write a complete Hub-layout dataset folder atomically: Parquet shards, README.md with YAML ``configs``.
+
+    ``configs`` maps config name -> split name -> ``datasets.Dataset``. ``metadata`` is merged into the
+    README's YAML (``configs`` is filled in here). ``extra_files`` maps relative paths to contents.
+    ``datasets.load_dataset(out_dir)`` reads the result back with its features.
+    """
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        yaml_configs = write_hub_layout(tmp, configs, default=default, max_rows=max_rows)
+        meta = dict(metadata or {})
+        meta["configs"] = yaml_configs
+        for rel, content in (extra_files or {}).items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        if not (extra_files and "README.md" in extra_files):
+            (tmp / "README.md").write_text(render_readme(meta, body or f"# {out_dir.name}\n"), encoding="utf-8")
+    return out_dir
