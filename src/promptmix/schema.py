@@ -11,6 +11,8 @@ Run folder (``RUN/``)
     GENERATED       RUN/images/chunk-*.parquet
     counting_annotation / DEPTH_ANNOTATION / CLASSIFICATION_ANNOTATION
                     RUN/annotations/<annotator>/chunk-*.parquet
+MVC fine-tuning (``training/finetune_mvc.py``)
+    MVC_PAIRS       OUTPUT/pairs.parquet             (same-class index pairs)
 Fake dataset (``promptmix filter``, Hub layout)
     fake_features(task, class_names)
 
@@ -65,6 +67,9 @@ QUALITY_SCORE = "quality_score"
 KEPT = "kept"
 ANNOTATION_OK = "annotation_ok"
 TARGET_ANNOTATOR = "target_annotator"
+
+CONDITIONING_INDEX = "conditioning_index"  # MVC fine-tuning pairs: row index in the real train split
+TARGET_INDEX = "target_index"
 
 PROMPT_ORIGINS = ("caption", "manual", "template", "class")
 
@@ -152,6 +157,14 @@ GENERATED = Features({
     JPEG_QUALITY: Value("int32"),
     MIXING: Value("string"),  # JSON mixing record (MVC), null otherwise
     CONDITIONING_IMAGE_ID: Value("string"),  # image-conditioned (MVC fine-tuned) generation, else null
+})
+
+# Same-class (conditioning, target) index pairs for MVC fine-tuning, OUTPUT/pairs.parquet: indices into
+# the real train split, not copies of the images (MVC supplement, "Dataset Preparation").
+MVC_PAIRS = Features({
+    CONDITIONING_INDEX: Value("int64"),
+    TARGET_INDEX: Value("int64"),
+    LABEL: Value("int32"),
 })
 
 COUNTING_ANNOTATION = Features({

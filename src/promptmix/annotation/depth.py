@@ -1,0 +1,93 @@
+"""Depth annotators: any transformers depth-estimation model (DPT, Depth Anything, GLPN, ZoeDepth, ...).
+
+The model and its image processor load with ``AutoModelForDepthEstimation`` /
+``AutoImageProcessor`` from a Hub id or a folder. The stored depth map is the processor's
+``post_process_depth_estimation`` output at the input image's size (float16), i.e. the size a
+training target for that image has; models without that method get the raw prediction
+resized bicubically. Images are grouped by size and run in batches of ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ModelLoadError
+from ..utils.model_source import ModelSource
+from .base import Annotator, group_by_size
+from .registry import register_annotator, resolve_for
+
+logger = logging.getLogger(__name__)
+
+
+@register_annotator("transformers-depth", task="depth")
+class DepthAnnotator(Annotator):
+    task = "depth"
+
+    def __init__(self, name: str, *, source: ModelSource, **kwargs: Any):
+        super().__init__(name, **kwargs)
+        self.source = source
+        self.model = None
+        self.processor = None
+
+    @classmethod
+    def from_spec(cls, arg: str, *, name: str, revision: str | None = None, resolved: ModelSource | None = None,
+                  **kwargs: Any) -> "DepthAnnotator":
+        return cls(name, source=resolve_for(arg, revision, resolved), **kwargs)
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(self.source.path)
+            model = AutoModelForDepthEstimation.from_pretrained(self.source.path, dtype=self.dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"depth annotator {self.source.name!r}: could not load a transformers "
+                                 f"depth-estimation model and image processor ({exc})") from exc
+        self.model = model.to(self.device).eval()
+
+    def unload(self) -> None:
+        self.model = None
+        self.processor = None
+        super().unload()
+
+    def record(self) -> dict:
+        rec = super().record()
+        rec["model"] = self.source.record()
+        return rec
+
+    def _post_process(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        post = getattr(self.processor, "post_process_depth_estimation", None)
+        if post is not None:
+            params = inspect.signature(post).parameters
+            kwargs: dict[str, Any] = {"target_sizes": sizes}
+            if "source_sizes" in params:  # ZoeDepth removes its padding given the source sizes
+                kwargs["source_sizes"] = sizes
+            return [r["predicted_depth"] for r in post(outputs, **kwargs)]
+        pred = outputs.predicted_depth
+        pred = pred.unsqueeze(1) if pred.dim() == 3 else pred
+        return [F.interpolate(p[None].float(), size=s, mode="bicubic", align_corners=False)[0, 0]
+                for p, s in zip(pred, sizes)]
+
+    @torch.inference_mode()
+    def annotate(self, images: list) -> list[dict]:
+        self.load()
+        out: list[dict | None] = [None] * len(images)
+        for idx in group_by_size(images, self.batch_size):
+            batch = [images[i].convert("RGB") for i in idx]
+            inputs = self.processor(images=batch, return_tensors="pt")
+            pixels = inputs["pixel_values"].to(self.device, self.dtype)
+            outputs = self.model(pixel_values=pixels)
+            outputs.predicted_depth = outputs.predicted_depth.float()
+            maps = self._post_process(outputs, [(im.height, im.width) for im in batch])
+            for i, m in zip(idx, maps):
+                d16 = m.float().cpu().numpy().astype(np.float16)
+                out[i] = {"depth": d16, "ok": bool(np.isfinite(d16).all())}
+        return out  # type: ignore[return-value]

@@ -1,0 +1,253 @@
+"""``promptmix annotate``: run every annotator over a run's generated images, chunk by chunk.
+
+::
+
+    RUN/annotations/<name>/annotator.json          spec, task, weights / model record, output stride
+    RUN/annotations/<name>/chunk-000000.parquet    annotation_features(task), one row per generated row
+
+Annotation chunk ``c`` holds exactly the rows of ``RUN/images/chunk-c``; it is written under a
+temporary name and renamed when complete, so a rerun skips finished chunks and redoes at most
+the ones in flight. Under ``accelerate launch`` / ``torchrun`` chunk ``c`` is done by rank
+``c % world_size`` (as in generation), so the union of ranks equals a one-process run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import schema as S
+from ..errors import ConfigError, InputError
+from ..utils.io import write_json_atomic, write_parquet_atomic
+from ..utils.manifest import read_manifest, record_stage
+from ..utils.progress import progress
+from .registry import default_name, load_annotator, parse_spec
+
+logger = logging.getLogger(__name__)
+
+ANNOTATIONS_DIR = "annotations"
+ANNOTATOR_JSON = "annotator.json"
+STAGE = "annotate"
+_IDENTITY_KEYS = ("task", "kind", "architecture", "weights_sha256", "class_names", "template")
+
+
+def chunk_filename(chunk: int) -> str:
+    return f"chunk-{chunk:06d}.parquet"
+
+
+def annotator_dir(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / ANNOTATIONS_DIR / name
+
+
+@dataclasses.dataclass
+class AnnotatorSummary:
+    name: str
+    task: str
+    folder: Path
+    chunks_written: int = 0
+    chunks_skipped: int = 0
+    rows: int = 0  # rows annotated by this call
+    not_ok: int = 0  # of those, rows whose output held NaN/inf
+
+
+@dataclasses.dataclass
+class AnnotateReport:
+    run_dir: Path
+    task: str
+    annotators: list[AnnotatorSummary]
+
+    def summary(self) -> str:
+        lines = [f"annotated {self.run_dir} ({self.task})"]
+        for a in self.annotators:
+            flag = f", {a.not_ok} with NaN/inf (flagged)" if a.not_ok else ""
+            lines.append(f"  {a.name}: {a.rows} rows in {a.chunks_written} chunks{flag}; "
+                         f"{a.chunks_skipped} chunks already done")
+        return "\n".join(lines)
+
+
+def _run_folder():
+    from ..generation import run_folder
+
+    return run_folder
+
+
+def run_task(run_dir: Path) -> tuple[str, list[str]]:
+    """The run's task and class names, from the generation plan."""
+    plan = _run_folder().read_plan(run_dir)
+    task = plan.get("task")
+    if task not in S.TASKS:
+        raise InputError(f"{run_dir}/images/plan.json: task {task!r} is not one of {', '.join(S.TASKS)}")
+    names = list(plan.get("class_names") or [])
+    if task == "classification" and not names:
+        raise InputError(f"{run_dir}/images/plan.json: a classification run needs class_names")
+    return task, names
+
+
+def read_chunk_images(path: Path) -> tuple[list[str], list]:
+    """Row ids and decoded PIL images of one generated chunk (``schema.GENERATED``)."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    table = pq.read_table(str(path), columns=[S.ROW_ID, S.IMAGE])
+    row_ids = table.column(S.ROW_ID).to_pylist()
+    images = []
+    for row_id, cell in zip(row_ids, table.column(S.IMAGE).to_pylist()):
+        data = cell.get("bytes") if isinstance(cell, dict) else None
+        if data is None and isinstance(cell, dict) and cell.get("path"):
+            data = Path(cell["path"]).read_bytes()
+        if data is None:
+            raise InputError(f"{path}: row {row_id} has no image bytes")
+        im = Image.open(io.BytesIO(data))
+        im.load()
+        images.append(im)
+    return row_ids, images
+
+
+def _rows_to_dataset(task: str, row_ids: Sequence[str], outputs: Sequence[dict], name: str):
+    from datasets import Dataset
+
+    feats = S.annotation_features(task)
+    cols: dict[str, list] = {k: [] for k in feats}
+    if len(outputs) != len(row_ids):
+        raise InputError(f"annotator {name!r} returned {len(outputs)} outputs for {len(row_ids)} images")
+    for row_id, out in zip(row_ids, outputs):
+        cols[S.ROW_ID].append(row_id)
+        for key in feats:
+            if key == S.ROW_ID:
+                continue
+            if key not in out:
+                raise InputError(f"annotator {name!r} output lacks {key!r}; expected keys "
+                                 f"{sorted(k for k in feats if k != S.ROW_ID)}")
+            value = out[key]
+            if isinstance(value, np.ndarray):
+                value = value.astype(np.float16 if key in (S.DENSITY, S.DEPTH) else value.dtype).tolist()
+            cols[key].append(value)
+    return Dataset.from_dict(cols, features=feats)
+
+
+def _identity(record: dict) -> dict:
+    """What must match for a rerun to continue a folder: the kind of model and its weights."""
+    out = {k: record.get(k) for k in _IDENTITY_KEYS if record.get(k) is not None}
+    model = record.get("model")
+    if isinstance(model, dict) and model.get("name") and "weights_sha256" not in out:
+        name = model["name"]
+        out["model"] = model.get("commit_hash") or (str(Path(name).expanduser().resolve()) if model.get("local") else name)
+    return out
+
+
+def _check_identity(folder: Path, record: dict) -> None:
+    path = folder / ANNOTATOR_JSON
+    if not path.exists():
+        if any(folder.glob("chunk-*.parquet")):
+            raise InputError(f"{folder} holds annotation chunks but no {ANNOTATOR_JSON}; delete the folder to redo it")
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    a, b = _identity(old), _identity(record)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        raise ConfigError(f"{folder} was annotated with a different annotator (differs in {', '.join(diff)}: "
+                          f"{old.get('spec')!r} vs {record.get('spec')!r}); give this one another name with "
+                          f"NAME:SPEC, or delete {folder} to redo it")
+
+
+def annotated_names(run_dir: str | Path) -> list[str]:
+    """Annotator names of a run in the order they were first run (manifest), then any other folders by name."""
+    run_dir = Path(run_dir)
+    stage = read_manifest(run_dir).get("stages", {}).get(STAGE, {})
+    ordered = [a["name"] for a in stage.get("annotators", []) if isinstance(a, dict) and "name" in a]
+    root = run_dir / ANNOTATIONS_DIR
+    present = sorted(p.name for p in root.iterdir() if (p / ANNOTATOR_JSON).exists()) if root.is_dir() else []
+    out = [n for n in ordered if n in present]
+    return out + [n for n in present if n not in out]
+
+
+def annotate_run(run_dir: str | Path, specs: Sequence[str], *, batch_size: int = 8, device: Any = None,
+                 dtype: Any = None, revision: str | None = None) -> AnnotateReport:
+    """Annotate every generated row of ``run_dir`` with each SPEC; resumable, sharded by rank."""
+    from accelerate import PartialState
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run folder {run_dir} does not exist")
+    if not specs:
+        raise InputError("no annotator given; pass --annotator SPEC at least once")
+    task, class_names = run_task(run_dir)
+    chunks = sorted(_run_folder().list_chunks(run_dir))
+    if not chunks:
+        raise InputError(f"{run_dir}/images holds no generated chunks; run `promptmix generate` first")
+
+    names = [default_name(parse_spec(s)) for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"annotator names must be unique in a run; {', '.join(dupes)} is given twice. "
+                          f"Name them with NAME:SPEC, e.g. --annotator {dupes[0]}-a:{specs[names.index(dupes[0])]}")
+
+    state = PartialState()
+    rank, world = state.process_index, state.num_processes
+    if device in (None, "", "auto") and world > 1:
+        device = state.device
+    report = AnnotateReport(run_dir=run_dir, task=task, annotators=[])
+    records = []
+    for spec, name in zip(specs, names):
+        ann = load_annotator(spec, name=name, class_names=class_names or None, device=device, dtype=dtype,
+                             batch_size=batch_size, revision=revision)
+        if ann.task != task:
+            raise InputError(f"annotator {name!r} ({spec}) is a {ann.task} model but the run's task is {task}")
+        folder = annotator_dir(run_dir, name)
+        record = ann.record()
+        _check_identity(folder, record)
+        if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
+            write_json_atomic(folder / ANNOTATOR_JSON, record)
+        summary = AnnotatorSummary(name=name, task=task, folder=folder)
+        mine = [(c, p) for c, p in chunks if c % world == rank]
+        todo = [(c, p) for c, p in mine if not (folder / chunk_filename(c)).exists()]
+        summary.chunks_skipped = len(mine) - len(todo)
+        if todo:
+            ann.load()
+            try:
+                with progress(total=len(todo), desc=f"annotate {name}", unit="chunk") as bar:
+                    for c, path in todo:
+                        row_ids, images = read_chunk_images(Path(path))
+                        outputs = ann.annotate(images) if images else []
+                        ds = _rows_to_dataset(task, row_ids, outputs, name)
+                        write_parquet_atomic(ds, folder / chunk_filename(c))
+                        summary.chunks_written += 1
+                        summary.rows += len(row_ids)
+                        summary.not_ok += sum(1 for o in outputs if not o[S.OK])
+                        bar.update(1)
+            finally:
+                ann.unload()
+        if summary.not_ok:
+            logger.warning("annotator %s: %d rows had NaN/inf outputs; they are flagged and `promptmix filter` "
+                           "leaves them out", name, summary.not_ok)
+        report.annotators.append(summary)
+        records.append(record)
+
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _record(run_dir, task, records, chunks, batch_size=batch_size, device=device, dtype=dtype)
+    return report
+
+
+def _record(run_dir: Path, task: str, records: list[dict], chunks: list, **runtime: Any) -> None:
+    previous = read_manifest(run_dir).get("stages", {}).get(STAGE, {}).get("annotators", [])
+    by_name = {a["name"]: a for a in previous if isinstance(a, dict) and "name" in a}
+    order = [a["name"] for a in previous if isinstance(a, dict) and "name" in a]
+    for rec in records:
+        complete = all((annotator_dir(run_dir, rec["name"]) / chunk_filename(c)).exists() for c, _ in chunks)
+        by_name[rec["name"]] = {**rec, "complete": complete}
+        if rec["name"] not in order:
+            order.append(rec["name"])
+    record_stage(run_dir, STAGE, {
+        "task": task,
+        "annotators": [by_name[n] for n in order],
+        "config": {"annotators": [by_name[n].get("spec") for n in order],
+                   **{k: (str(v) if v is not None else None) for k, v in runtime.items()}},
+        "models": {n: by_name[n].get("model") or {"weights_sha256": by_name[n].get("weights_sha256")} for n in order},
+    })

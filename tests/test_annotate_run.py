@@ -1,0 +1,221 @@
+"""``promptmix annotate`` / ``filter`` end to end with tiny annotators: three tasks, resume, ranks, NaN, CLI."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from promptmix import schema as S
+from promptmix.annotation import registry, runner
+from promptmix.annotation.base import Annotator
+from promptmix.annotation.filter import FilterConfig, filter_run
+from promptmix.annotation.registry import load_annotator, register_annotator
+from promptmix.annotation.runner import annotate_run, annotator_dir, chunk_filename
+from promptmix.cli import main
+from promptmix.errors import ConfigError, InputError
+from promptmix.testing import _annotators as tiny
+from promptmix.utils.manifest import read_manifest
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+@register_annotator("nan-test", task="counting")
+class NanCounter(Annotator):
+    """A test counter: uniform density of 1 per output pixel, NaN for images wider than ``arg`` pixels."""
+
+    task = "counting"
+
+    def __init__(self, name, *, max_width, **kwargs):
+        super().__init__(name, **kwargs)
+        self.max_width = max_width
+
+    @classmethod
+    def from_spec(cls, arg, *, name, revision=None, resolved=None, **kwargs):
+        return cls(name, max_width=int(arg), **kwargs)
+
+    def load(self):
+        pass
+
+    def annotate(self, images):
+        out = []
+        for im in images:
+            d = np.ones((im.height // 8, im.width // 8), np.float16)
+            if im.width > self.max_width:
+                d[0, 0] = np.nan
+            out.append({"count": float(d.astype(np.float32).sum()), "density": d, "ok": bool(np.isfinite(d).all())})
+        return out
+
+
+def load(path, config="kept"):
+    """A fresh datasets cache per load (datasets 5.2 caches local Hub folders by name + README only)."""
+    return datasets.load_dataset(str(path), config, split="train", cache_dir=tempfile.mkdtemp(prefix="hf-load-"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from promptmix.testing import save_tiny_models
+
+    root = tmp_path_factory.mktemp("run-models")
+    out = save_tiny_models(root, keys=("counter_a", "counter_b", "depth", "classifier"), class_names=CLASSES)
+    out["depth2"] = tiny.save_tiny_depth(root / "depth2", seed=1)
+    out["clip"] = tiny.save_tiny_clip(root / "clip")
+    return out
+
+
+def _images(n):
+    rng = np.random.default_rng(1)
+    sizes = [(48, 32), (64, 48)]
+    return [Image.fromarray(rng.integers(0, 255, (sizes[i % 2][1], sizes[i % 2][0], 3), dtype=np.uint8))
+            for i in range(n)]
+
+
+@pytest.fixture
+def counting_run(tmp_path):
+    return tiny.write_generated_run(tmp_path / "run", _images(6), task="counting", chunk_size=4)
+
+
+def test_counting_annotate_resume_and_filter(counting_run, models, monkeypatch):
+    specs = [str(models["counter_a"]), str(models["counter_b"])]
+    report = annotate_run(counting_run, specs, batch_size=2, device="cpu")
+    assert [(a.name, a.rows, a.chunks_written, a.chunks_skipped) for a in report.annotators] == [
+        ("counter_a", 6, 2, 0), ("counter_b", 6, 2, 0)]
+    a_dir = annotator_dir(counting_run, "counter_a")
+    rec = json.loads((a_dir / "annotator.json").read_text())
+    assert rec["architecture"] == "csrnet" and rec["output_stride"] == 8 and len(rec["weights_sha256"]) == 64
+    chunk = load_chunk(a_dir / chunk_filename(1))
+    assert chunk.features == S.annotation_features("counting") and len(chunk) == 2
+    # stored values are what the annotator gives for the decoded JPEG
+    first = load_chunk(a_dir / chunk_filename(0))[0]
+    _, images = runner.read_chunk_images(counting_run / "images" / chunk_filename(0))
+    with load_annotator(specs[0]) as ann:
+        direct = ann.annotate(images[:1])[0]
+    assert first[S.COUNT] == pytest.approx(direct["count"], rel=1e-5)
+    assert np.asarray(first[S.DENSITY]).shape == (4, 6)  # 32x48 at stride 8
+    stage = read_manifest(counting_run)["stages"]["annotate"]
+    assert [a["name"] for a in stage["annotators"]] == ["counter_a", "counter_b"] and stage["task"] == "counting"
+
+    # resume: only the missing chunk is redone
+    (annotator_dir(counting_run, "counter_b") / chunk_filename(1)).unlink()
+    kept_mtime = (a_dir / chunk_filename(0)).stat().st_mtime_ns
+    again = annotate_run(counting_run, specs, batch_size=2, device="cpu")
+    assert [(a.chunks_written, a.chunks_skipped, a.rows) for a in again.annotators] == [(0, 2, 0), (1, 1, 2)]
+    assert (a_dir / chunk_filename(0)).stat().st_mtime_ns == kept_mtime
+
+    result = filter_run(counting_run, FilterConfig(keep_percent=50))
+    assert (result.rows, result.kept, result.flagged, result.target) == (6, 3, 0, "counter_a")
+    full = load(result.out, "all")
+    assert sum(full[S.KEPT]) == 3
+    kept_q = [q for q, k in zip(full[S.QUALITY_SCORE], full[S.KEPT]) if k]
+    dropped_q = [q for q, k in zip(full[S.QUALITY_SCORE], full[S.KEPT]) if not k]
+    assert max(kept_q) <= min(dropped_q) and max(kept_q) == pytest.approx(result.threshold)
+    for row in full:
+        counts = [a[S.COUNT] for a in row[S.ANNOTATIONS]]
+        assert row[S.QUALITY_SCORE] == pytest.approx(abs(counts[0] - counts[1]) / max(map(abs, counts)), rel=1e-4)
+
+    # refiltering loads no annotator
+    def boom(*a, **k):
+        raise AssertionError("filter must not load an annotator")
+
+    monkeypatch.setattr(registry, "load_annotator", boom)
+    monkeypatch.setattr(runner, "load_annotator", boom)
+    assert filter_run(counting_run, FilterConfig(keep_percent=100, target="mean")).kept == 6
+
+
+def load_chunk(path):
+    return datasets.Dataset.from_parquet(str(path), cache_dir=tempfile.mkdtemp(prefix="hf-load-"))
+
+
+def test_depth_run(tmp_path, models):
+    run = tiny.write_generated_run(tmp_path / "run", _images(3), task="depth", chunk_size=2)
+    report = annotate_run(run, [str(models["depth"]), f"d2:{models['depth2']}"], batch_size=2, device="cpu")
+    assert [a.name for a in report.annotators] == ["depth", "d2"]
+    result = filter_run(run, FilterConfig(keep_percent=100, target="mean"))
+    full = load(result.out, "all")
+    assert full.features == S.fake_features("depth")
+    assert [np.asarray(r[S.DEPTH]).shape for r in full] == [(32, 48), (48, 64), (32, 48)]
+    assert all(q is not None and q > 0 for q in full[S.QUALITY_SCORE])  # two different random nets disagree
+
+
+def test_classification_run(tmp_path, models):
+    labels = [0, 1, 2, 1]
+    run = tiny.write_generated_run(tmp_path / "run", _images(4), task="classification", class_names=CLASSES,
+                                   labels=labels, chunk_size=4)
+    annotate_run(run, [str(models["classifier"]), f"clip-zeroshot={models['clip']}"], device="cpu")
+    result = filter_run(run, FilterConfig(keep_percent=50))
+    assert result.annotators == ["classifier", "zeroshot-clip"] and result.kept == 2
+    full = load(result.out, "all")
+    assert full.features[S.LABEL].names == CLASSES and full[S.LABEL] == labels
+    for row in full:
+        (ya, pa), (yb, pb) = [(a[S.LABEL], a[S.PROBABILITY]) for a in row[S.ANNOTATIONS]]
+        expected = (abs(pa - pb) if ya == yb else pa + pb) / max(pa, pb)
+        assert row[S.QUALITY_SCORE] == pytest.approx(expected, rel=1e-5)
+
+
+def test_nan_rows_are_flagged_counted_and_never_kept(counting_run, models):
+    report = annotate_run(counting_run, [str(models["counter_a"]), "nan-test=50"], device="cpu")
+    assert [a.not_ok for a in report.annotators] == [0, 3]  # the three 64-px-wide images
+    assert "3 with NaN/inf (flagged)" in report.summary()
+    result = filter_run(counting_run, FilterConfig(keep_percent=100))
+    assert (result.rows, result.kept, result.flagged) == (6, 3, 3)
+    assert result.flagged_by_annotator == {"counter_a": 0, "nan-test": 3}
+    full = load(result.out, "all")
+    assert full[S.ANNOTATION_OK] == [True, False] * 3 and full[S.KEPT] == [True, False] * 3
+    assert [q is None for q in full[S.QUALITY_SCORE]] == [False, True] * 3
+
+
+def test_bad_annotate_inputs(counting_run, models, tmp_path):
+    with pytest.raises(ConfigError, match="counter_a is given twice.*NAME:SPEC"):
+        annotate_run(counting_run, [str(models["counter_a"]), str(models["counter_a"])])
+    with pytest.raises(InputError, match="is a depth model but the run's task is counting"):
+        annotate_run(counting_run, [str(models["depth"])], device="cpu")
+    annotate_run(counting_run, [f"cx:{models['counter_a']}"], device="cpu")
+    with pytest.raises(ConfigError, match="different annotator.*another name"):
+        annotate_run(counting_run, [f"cx:{models['counter_b']}"], device="cpu")
+    with pytest.raises(InputError, match="run `promptmix generate"):
+        annotate_run(tmp_path, [str(models["counter_a"])])
+
+
+def test_ranks_split_chunks_and_their_union_is_complete(counting_run, models, monkeypatch):
+    class FakeState:
+        def __init__(self, rank):
+            self.process_index, self.num_processes = rank, 2
+            self.is_main_process = rank == 0
+            self.device = "cpu"
+
+        def wait_for_everyone(self):
+            pass
+
+    import accelerate
+
+    spec = [str(models["counter_a"])]
+    monkeypatch.setattr(accelerate, "PartialState", lambda: FakeState(1))
+    r1 = annotate_run(counting_run, spec, device="cpu")
+    folder = annotator_dir(counting_run, "counter_a")
+    assert sorted(p.name for p in folder.glob("chunk-*")) == [chunk_filename(1)] and r1.annotators[0].rows == 2
+    assert "annotate" not in read_manifest(counting_run).get("stages", {})  # only rank 0 records
+    monkeypatch.setattr(accelerate, "PartialState", lambda: FakeState(0))
+    r0 = annotate_run(counting_run, spec, device="cpu")
+    assert r0.annotators[0].rows == 4
+    assert sorted(p.name for p in folder.glob("chunk-*")) == [chunk_filename(0), chunk_filename(1)]
+    assert read_manifest(counting_run)["stages"]["annotate"]["annotators"][0]["complete"] is True
+
+
+def test_cli_annotate_and_filter(counting_run, models, capsys, tmp_path):
+    rc = main(["annotate", str(counting_run), "--annotator", str(models["counter_a"]),
+               "--annotator", f"b:{models['counter_b']}", "--device", "cpu", "--batch-size", "3"])
+    assert rc == 0 and "counter_a: 6 rows in 2 chunks" in capsys.readouterr().out
+    out = tmp_path / "fake50"
+    rc = main(["filter", str(counting_run), "--keep", "50", "--target", "b", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "rows: 6" in text and "kept: 3" in text and "target: b" in text
+    assert len(load(out)) == 3
+    assert main(["filter", str(counting_run), "--target", "nobody"]) == 1
+    assert "got 'nobody'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    assert "ARCH=CHECKPOINT_FILE" in capsys.readouterr().out
