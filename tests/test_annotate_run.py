@@ -26,7 +26,10 @@ CLASSES = ["cat", "dog", "bird"]
 
 @register_annotator("nan-test", task="counting")
 class NanCounter(Annotator):
-    """A test counter: uniform density of 1 per output pixel, NaN for images wider than ``arg`` pixels."""
+    """A test counter: uniform density of 1 per output pixel, NaN for images wider than ``arg`` pixels.
+
+    It claims ``ok=True`` even then: the runner must flag NaN/inf itself.
+    """
 
     task = "counting"
 
@@ -47,7 +50,7 @@ class NanCounter(Annotator):
             d = np.ones((im.height // 8, im.width // 8), np.float16)
             if im.width > self.max_width:
                 d[0, 0] = np.nan
-            out.append({"count": float(d.astype(np.float32).sum()), "density": d, "ok": bool(np.isfinite(d).all())})
+            out.append({"count": float(d.astype(np.float32).sum()), "density": d, "ok": True})
         return out
 
 
@@ -145,6 +148,10 @@ def test_classification_run(tmp_path, models):
     labels = [0, 1, 2, 1]
     run = tiny.write_generated_run(tmp_path / "run", _images(4), task="classification", class_names=CLASSES,
                                    labels=labels, chunk_size=4)
+    farm = tiny.save_tiny_classifier(tmp_path / "farm", class_names=["horse", "cow", "pig"])
+    with pytest.raises(InputError, match=r"no label for the real classes \['cat', 'dog', 'bird'\]"):
+        annotate_run(run, [f"clip-zeroshot={models['clip']}", str(farm)], device="cpu")
+    assert not (run / "annotations").exists()  # checked before any work
     annotate_run(run, [str(models["classifier"]), f"clip-zeroshot={models['clip']}"], device="cpu")
     result = filter_run(run, FilterConfig(keep_percent=50))
     assert result.annotators == ["classifier", "zeroshot-clip"] and result.kept == 2

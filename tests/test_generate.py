@@ -16,12 +16,14 @@ NAMES = ["cat", "dog"]
 
 
 # -- shared helpers (imported by the other test_generate_* / test_reproduce files) -----------------------
-def write_bag(root: Path, *, with_real: bool = False) -> Path:
+def write_bag(root: Path, *, with_real: bool = False, second_dog: bool = False) -> Path:
     """A classification prompt bag with sources of different sizes, qualities and colour, under ``root/prompts``.
 
     Prompts: p0 (source s0: 40x24, q60, colour), p1 (s1: 24x40, q90, grayscale), p2 (two sources s0 and
     s2: 32x32, no JPEG quality), p3 (no source). With ``with_real``, ``root/real`` holds the 3 source
-    images as a real dataset (train split) and the bag's info points at it.
+    images as a real dataset (train split) and the bag's info points at it (the folder is named after
+    ``root`` because ``datasets.load_dataset`` caches local folders by name). ``second_dog`` adds p4,
+    a second caption of class 1 (source s1), as MVC needs two captions per class.
     """
     import datasets
 
@@ -35,6 +37,8 @@ def write_bag(root: Path, *, with_real: bool = False) -> Path:
     ]
     texts = [("a cat on a sofa", 0, ["s0"]), ("a dog in the snow", 1, ["s1"]),
              ("a cat in the sun", 0, ["s0", "s2"]), ("a cat, drawn by hand", 0, [])]
+    if second_dog:
+        texts.append(("a dog on a beach", 1, ["s1"]))
     prompts = [{S.PROMPT_ID: prompt_id(t, y), S.PROMPT: t, S.BASE_TEXT: t, S.ORIGIN: "caption" if src else "manual",
                 S.SOURCE_IMAGE_IDS: src, S.LABEL: y} for t, y, src in texts]
     bag = root / "prompts"
@@ -48,9 +52,10 @@ def write_bag(root: Path, *, with_real: bool = False) -> Path:
             buf = io.BytesIO()
             Image.fromarray(rng.randint(0, 255, (s[S.HEIGHT], s[S.WIDTH], 3)).astype("uint8")).save(buf, "JPEG")
             rows.append({**s, S.IMAGE: {"bytes": buf.getvalue(), "path": None}})
-        write_hub_folder(root / "real", {"default": {"train": datasets.Dataset.from_list(
+        real = root / f"real-{root.name}"
+        write_hub_folder(real, {"default": {"train": datasets.Dataset.from_list(
             rows, features=S.classification_real(NAMES))}})
-        info["real"] = {"ref": str(root / "real"), "revision": None, "split": "train"}
+        info["real"] = {"ref": str(real), "revision": None, "split": "train"}
     (bag / "info.json").write_text(json.dumps(info), encoding="utf-8")
     return bag
 

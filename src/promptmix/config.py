@@ -162,12 +162,39 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return hint.from_dict(value, section=key)
     if hint is Path and isinstance(value, str):
         return Path(value)
+    if origin in (list, tuple) and isinstance(value, (list, tuple)) and typing.get_args(hint)[:1] == (float,):
+        value = [_coerce(float, v, f"{key}[{i}]") for i, v in enumerate(value)]  # YAML reads 1e-4 as a string
     if origin is tuple and isinstance(value, list):
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    _check_scalar(hint, value, key)
     if origin in (list, tuple) and typing.get_args(hint):
         inner = typing.get_args(hint)[0]
         if isinstance(inner, type) and issubclass(inner, StageConfig) and isinstance(value, list):
             return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+_SCALAR_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                    Path: "a path (string)"}
+
+
+def _check_scalar(hint: Any, value: Any, key: str) -> None:
+    """Reject a YAML value of the wrong basic type with a message naming the key (e.g. ``steps: abc``)."""
+    if hint not in _SCALAR_EXPECTED:
+        if typing.get_origin(hint) in (list, tuple) and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list; got {value!r}")
+        return
+    ok = {int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, float),
+          bool: isinstance(value, bool),
+          str: isinstance(value, str),
+          Path: isinstance(value, (str, Path))}[hint]
+    if not ok:
+        raise ConfigError(f"{key}: expected {_SCALAR_EXPECTED[hint]}; got {value!r}")

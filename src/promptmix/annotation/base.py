@@ -59,6 +59,9 @@ class Annotator(abc.ABC):
         """Input pixels per output pixel of dense annotators; None when it depends on the model's processor."""
         return None
 
+    def validate(self) -> None:
+        """Cheap checks before any work (no weights loaded); raise :class:`~promptmix.errors.InputError`."""
+
     @abc.abstractmethod
     def load(self) -> None:
         """Load weights (idempotent)."""
@@ -86,4 +89,5 @@ class Annotator(abc.ABC):
         self.unload()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, task={self.task!r}, device={self.device}, dtype={self.dtype})"
+        return (f"{type(self).__name__}(name={self.name!r}, task={self.task!r}, device={self.device}, "
+                f"dtype={self.dtype})")

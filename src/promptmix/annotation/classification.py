@@ -88,15 +88,24 @@ class ImageClassifierAnnotator(Annotator):
                   **kwargs: Any) -> "ImageClassifierAnnotator":
         return cls(name, source=resolve_for(arg, revision, resolved), **kwargs)
 
+    def validate(self) -> None:
+        """Every real class has a model label (reads the model's config only)."""
+        from transformers import AutoConfig
+
+        names = _require_names(self.class_names, self.name)
+        try:
+            config = AutoConfig.from_pretrained(self.source.path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"classifier {self.source.name!r}: could not read its config ({exc})") from exc
+        self._groups = match_class_names({int(k): v for k, v in config.id2label.items()}, names,
+                                         model=self.source.name)
+
     def load(self) -> None:
         if self.model is not None:
             return
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        names = _require_names(self.class_names, self.name)
-        config = AutoConfig.from_pretrained(self.source.path)
-        self._groups = match_class_names({int(k): v for k, v in config.id2label.items()}, names,
-                                         model=self.source.name)
+        self.validate()
         try:
             self.processor = AutoImageProcessor.from_pretrained(self.source.path)
             model = AutoModelForImageClassification.from_pretrained(self.source.path, dtype=self.dtype)
@@ -147,6 +156,9 @@ class ClipZeroShotAnnotator(Annotator):
     def from_spec(cls, arg: str, *, name: str, revision: str | None = None, resolved: ModelSource | None = None,
                   **kwargs: Any) -> "ClipZeroShotAnnotator":
         return cls(name, source=resolve_for(arg, revision, resolved), **kwargs)
+
+    def validate(self) -> None:
+        _require_names(self.class_names, self.name)
 
     def load(self) -> None:
         if self.model is not None:

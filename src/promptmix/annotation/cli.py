@@ -51,13 +51,14 @@ def add_parsers(subparsers) -> None:
                    help="an annotator (repeat for several); see SPEC forms below")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 elsewhere), float32, float16, bfloat16")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (float16 on CUDA, float32 elsewhere), float32, float16, bfloat16")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of Hub-id annotators")
     p.set_defaults(func=_annotate)
 
     f = subparsers.add_parser(
         "filter", help="score annotator agreement, keep the best rows, write the fake dataset",
-        description="Compute quality scores from stored annotations, keep the lowest PERCENT %%, and write the "
+        description="Compute quality scores from stored annotations, keep the lowest PERCENT %, and write the "
                     "fake dataset (Hub layout) to RUN/fake.",
         epilog=FILTER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("run", type=Path, metavar="RUN", help="run folder with images/ and annotations/")

@@ -346,7 +346,8 @@ def load_counter_folder(folder: str | Path) -> tuple[nn.Module, CounterConfig]:
     return model, config
 
 
-def load_counter_checkpoint(architecture: str, checkpoint: str | Path, **overrides: Any) -> tuple[nn.Module, CounterConfig]:
+def load_counter_checkpoint(architecture: str, checkpoint: str | Path,
+                            **overrides: Any) -> tuple[nn.Module, CounterConfig]:
     """Build ``architecture`` at full width and load an author's raw checkpoint (``.pth``/``.tar``/safetensors)."""
     from .checkpoints import load_state_dict_into, read_state_dict
 
@@ -381,7 +382,8 @@ class CountingAnnotator(Annotator):
         self.architecture = architecture
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.source = source or {}
-        self.config = read_counter_config(self.folder) if self.folder is not None else CounterConfig.default(architecture)
+        self.config = (read_counter_config(self.folder) if self.folder is not None
+                       else CounterConfig.default(architecture))
         self.model: nn.Module | None = None
 
     @property

@@ -63,7 +63,8 @@ class FilterConfig(StageConfig):
 
     _section = "filter"
 
-    keep_percent: float = field(100.0, help="keep this percentage of rows, those with the lowest quality scores (0 < value <= 100)")
+    keep_percent: float = field(100.0, help="keep this percentage of rows, those with the lowest quality scores "
+                                            "(0 < value <= 100)")
     target: str = field("first", help="training target: 'first' annotator, an annotator's name, or 'mean' of all")
     out: Path | None = field(None, help="output folder (default RUN/fake)", runtime=True)
 
@@ -109,7 +110,8 @@ def _columns(task: str) -> list[str]:
 
 
 def _quality_columns(task: str) -> list[str]:
-    return {"counting": [S.COUNT, S.OK], "depth": [S.DEPTH, S.OK], "classification": [S.LABEL, S.PROBABILITY, S.OK]}[task]
+    return {"counting": [S.COUNT, S.OK], "depth": [S.DEPTH, S.OK],
+            "classification": [S.LABEL, S.PROBABILITY, S.OK]}[task]
 
 
 def _read_annotation_chunk(run_dir: Path, name: str, chunk: int, row_ids: list[str], columns: list[str]) -> list[dict]:
@@ -273,7 +275,7 @@ def filter_run(run_dir: str | Path, config: FilterConfig | None = None) -> Filte
     features = S.fake_features(task, class_names)
     acols = _columns(task)
 
-    def rows() -> Iterator[dict]:
+    def fake_rows() -> Iterator[dict]:
         index = 0
         for c, path in chunks:
             gen = _read_generated(path, list(S.GENERATED))
@@ -294,7 +296,7 @@ def filter_run(run_dir: str | Path, config: FilterConfig | None = None) -> Filte
                 index += 1
 
     with tempfile.TemporaryDirectory(prefix="promptmix-filter-") as tmp:
-        all_ds = Dataset.from_generator(rows, features=features, cache_dir=tmp)
+        all_ds = Dataset.from_generator(fake_rows, features=features, cache_dir=tmp)
         kept_ds = all_ds.select(sorted(kept_idx))
         meta = {"tags": ["promptmix", "synthetic", task]}
         write_hub_folder(out, {CONFIG_KEPT: {SPLIT: kept_ds}, CONFIG_ALL: {SPLIT: all_ds}}, default=CONFIG_KEPT,
@@ -325,4 +327,5 @@ def _readme_body(run_dir: Path, task: str, names: list[str], target: str, config
             f"- rows: {rows}; kept: {kept} (lowest {config.keep_percent:g}% by quality score, threshold {thr}); "
             f"flagged NaN/inf: {flagged}\n"
             f"- target: `{target}`\n"
-            f"- configs: `{CONFIG_KEPT}` (default, kept rows) and `{CONFIG_ALL}` (every row with its scores and flags)\n")
+            f"- configs: `{CONFIG_KEPT}` (default, kept rows) and `{CONFIG_ALL}` (every row with its scores "
+            f"and flags)\n")

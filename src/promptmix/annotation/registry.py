@@ -11,7 +11,7 @@ A SPEC is one of::
                                    csrnet=CSRNet_B.pth.tar, dmcount=model_qnrf.pth, sasnet=SHHB.pth
                                    (an author's raw checkpoint, or a folder), clip-zeroshot=ID_OR_PATH
 
-``NAME:`` (letters, digits, ``_ . -``; two characters or more, so ``C:\\`` is never a name) sets
+``NAME:`` (letters, digits, ``_ . -``; on Windows two characters or more, so ``C:\\`` stays a path) sets
 the annotator's name, which names its output folder ``RUN/annotations/NAME`` and must be unique
 in a run. Without it the name is the kind for ``KIND=ARGUMENT`` specs (``csrnet``,
 ``zeroshot-<model>`` for CLIP) and the folder's / repo's base name otherwise.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,8 +36,10 @@ from typing import Any, Callable, Sequence
 from ..errors import InputError, ModelLoadError
 from ..utils.model_source import ModelSource, resolve_model
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
-_NAME_PREFIX_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]+):(.+)$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# on Windows a one-letter prefix is a drive (C:\...), not a name
+_NAME_PREFIX_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]+):(.+)$" if os.name == "nt"
+                             else r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.+)$")
 _KIND_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)=(.*)$")
 
 
@@ -106,7 +109,7 @@ def parse_spec(spec: str) -> ParsedSpec:
 
 def _sanitize(name: str) -> str:
     out = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._")
-    return out if len(out) >= 2 else f"annotator-{out}" if out else "annotator"
+    return out or "annotator"
 
 
 def default_name(parsed: ParsedSpec) -> str:
@@ -173,7 +176,8 @@ def load_annotator(spec: str, *, name: str | None = None, class_names: Sequence[
     parsed = parse_spec(spec)
     name = name or default_name(parsed)
     if not NAME_RE.match(name):
-        raise InputError(f"annotator name {name!r}: expected letters, digits, '_', '.', '-' (two or more characters)")
+        raise InputError(f"annotator name {name!r}: expected letters, digits, '_', '.', '-' (starting with a letter "
+                         f"or digit)")
     common = dict(name=name, device=device, dtype=dtype, batch_size=batch_size, class_names=class_names, spec=spec)
     if parsed.kind is not None:
         return _REGISTRY[parsed.kind].factory(parsed.target, revision=revision, resolved=None, **common)

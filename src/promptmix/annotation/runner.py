@@ -118,16 +118,23 @@ def _rows_to_dataset(task: str, row_ids: Sequence[str], outputs: Sequence[dict],
         raise InputError(f"annotator {name!r} returned {len(outputs)} outputs for {len(row_ids)} images")
     for row_id, out in zip(row_ids, outputs):
         cols[S.ROW_ID].append(row_id)
+        missing = [k for k in feats if k != S.ROW_ID and k not in out]
+        if missing:
+            raise InputError(f"annotator {name!r} output lacks {missing}; expected keys "
+                             f"{sorted(k for k in feats if k != S.ROW_ID)}")
+        finite = True
         for key in feats:
-            if key == S.ROW_ID:
+            if key in (S.ROW_ID, S.OK):
                 continue
-            if key not in out:
-                raise InputError(f"annotator {name!r} output lacks {key!r}; expected keys "
-                                 f"{sorted(k for k in feats if k != S.ROW_ID)}")
             value = out[key]
-            if isinstance(value, np.ndarray):
-                value = value.astype(np.float16 if key in (S.DENSITY, S.DEPTH) else value.dtype).tolist()
+            if key in (S.DENSITY, S.DEPTH):
+                value = np.asarray(value, dtype=np.float16)
+                finite = finite and value.ndim == 2 and bool(np.isfinite(value).all())
+                value = value.tolist()
+            elif key in (S.COUNT, S.PROBABILITY):
+                finite = finite and value is not None and bool(np.isfinite(value))
             cols[key].append(value)
+        cols[S.OK].append(bool(out[S.OK]) and finite)  # NaN/inf flags the row whatever the annotator says
     return Dataset.from_dict(cols, features=feats)
 
 
@@ -137,7 +144,8 @@ def _identity(record: dict) -> dict:
     model = record.get("model")
     if isinstance(model, dict) and model.get("name") and "weights_sha256" not in out:
         name = model["name"]
-        out["model"] = model.get("commit_hash") or (str(Path(name).expanduser().resolve()) if model.get("local") else name)
+        local = str(Path(name).expanduser().resolve()) if model.get("local") else name
+        out["model"] = model.get("commit_hash") or local
     return out
 
 
@@ -181,6 +189,10 @@ def annotate_run(run_dir: str | Path, specs: Sequence[str], *, batch_size: int =
     chunks = sorted(_run_folder().list_chunks(run_dir))
     if not chunks:
         raise InputError(f"{run_dir}/images holds no generated chunks; run `promptmix generate` first")
+    planned = _run_folder().read_plan(run_dir).get("num_chunks")
+    if planned and len(chunks) < int(planned):
+        logger.warning("%s: generation is incomplete (%d of %d chunks); annotating the chunks that exist, rerun "
+                       "`promptmix annotate` after generation to finish", run_dir, len(chunks), int(planned))
 
     names = [default_name(parse_spec(s)) for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -192,16 +204,23 @@ def annotate_run(run_dir: str | Path, specs: Sequence[str], *, batch_size: int =
     rank, world = state.process_index, state.num_processes
     if device in (None, "", "auto") and world > 1:
         device = state.device
-    report = AnnotateReport(run_dir=run_dir, task=task, annotators=[])
-    records = []
+    # build (not load) every annotator and check it before any work: a bad SPEC fails fast
+    prepared = []
     for spec, name in zip(specs, names):
         ann = load_annotator(spec, name=name, class_names=class_names or None, device=device, dtype=dtype,
                              batch_size=batch_size, revision=revision)
         if ann.task != task:
             raise InputError(f"annotator {name!r} ({spec}) is a {ann.task} model but the run's task is {task}")
+        ann.validate()
         folder = annotator_dir(run_dir, name)
         record = ann.record()
         _check_identity(folder, record)
+        prepared.append((ann, folder, record))
+
+    report = AnnotateReport(run_dir=run_dir, task=task, annotators=[])
+    records = []
+    for ann, folder, record in prepared:
+        name = ann.name
         if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
             write_json_atomic(folder / ANNOTATOR_JSON, record)
         summary = AnnotatorSummary(name=name, task=task, folder=folder)
@@ -219,7 +238,7 @@ def annotate_run(run_dir: str | Path, specs: Sequence[str], *, batch_size: int =
                         write_parquet_atomic(ds, folder / chunk_filename(c))
                         summary.chunks_written += 1
                         summary.rows += len(row_ids)
-                        summary.not_ok += sum(1 for o in outputs if not o[S.OK])
+                        summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
                         bar.update(1)
             finally:
                 ann.unload()

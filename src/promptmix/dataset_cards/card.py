@@ -394,8 +394,9 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
                 if real_ds is None:
                     raise InputError(f"real dataset {local}: expected a `train` split; found "
                                      f"{sorted(real_configs[real_default])}")
-            elif real is not None and os.sep in str(real):
-                raise InputError(f"real dataset folder {real} does not exist")
+            elif _is_local_path(real_ref):
+                raise InputError(f"real dataset folder {real_ref} does not exist (expected a folder written by "
+                                 "`promptmix real ...` or a Hub dataset id); pass --real with its new place")
             else:
                 real_ds = datasets.load_dataset(real_ref, split="train")
         except InputError:
@@ -429,6 +430,9 @@ def _stage_config(inputs: CardInputs, name: str) -> dict[str, Any]:
     return dict(_stage(inputs, name).get("config") or {})
 
 
+_MODEL_DETAILS = ("pipeline", "scheduler", "kind", "architecture", "output_stride", "dtype")
+
+
 def model_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The models of a stage record, each with its role: ``record["models"]`` (role -> model record) when
     present, else every dict with ``name`` and ``commit_hash``/``revision`` found in the record.
@@ -436,15 +440,20 @@ def model_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     A model record is ``ModelSource.record()`` (name, revision, commit_hash, local) or, for an annotator
     loaded from a checkpoint file, ``{"weights_sha256": ...}`` (its spec comes from ``record["annotators"]``).
     """
-    specs = {a.get("name"): a.get("spec") for a in record.get("annotators") or [] if isinstance(a, Mapping)}
+    annotators = {a.get("name"): a for a in record.get("annotators") or [] if isinstance(a, Mapping)}
     models = record.get("models")
     if isinstance(models, Mapping):
         out = []
         for role, m in models.items():
             m = {"name": m} if isinstance(m, str) else dict(m or {})
-            out.append({"role": str(role), "name": m.get("name") or specs.get(role) or str(role),
+            extra = dict(annotators.get(role) or {})
+            details = {k: v for k, v in {**extra, **m}.items()
+                       if k in _MODEL_DETAILS and v is not None and not isinstance(v, (dict, list))}
+            out.append({"role": str(role), "name": m.get("name") or extra.get("spec") or str(role),
                         "revision": m.get("revision"), "commit_hash": m.get("commit_hash"),
-                        "weights_sha256": m.get("weights_sha256"), "local": bool(m.get("local"))})
+                        "weights_sha256": m.get("weights_sha256") or extra.get("weights_sha256"),
+                        "local": bool(m.get("local")),
+                        "details": ", ".join(f"{k} {display_value(v)}" for k, v in details.items())})
         return out
     found: list[dict[str, Any]] = []
 
@@ -453,7 +462,7 @@ def model_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             if "name" in value and ("commit_hash" in value or "revision" in value) and isinstance(value["name"], str):
                 found.append({"role": role, "name": value["name"], "revision": value.get("revision"),
                               "commit_hash": value.get("commit_hash"), "weights_sha256": value.get("weights_sha256"),
-                              "local": bool(value.get("local"))})
+                              "local": bool(value.get("local")), "details": ""})
                 return
             for key, sub in value.items():
                 if key not in ("versions", "config"):
@@ -766,6 +775,8 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
     if not annotators and len(all_rows):
         annotators = [a[S.ANNOTATOR] for a in all_rows[0][S.ANNOTATIONS]]
     k = _first(gen_cfg, "images_per_prompt", "k") or prompts["images_per_prompt"]
+    targets = sorted({t for t in _column(kept, S.TARGET_ANNOTATOR) if t}) or \
+        [t for t in [_stage(inputs, "filter").get("target")] if t]
 
     real_name = source.pretty_name if source else (inputs.real_metadata.get("pretty_name")
                                                    or (Path(inputs.real_ref).name if inputs.real_ref else "unknown"))
@@ -822,7 +833,7 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
         "generator": display_model_name(generator_id) if generator_id else "unknown",
         "generator_license": dataclasses.asdict(gen_license), "source_license": dataclasses.asdict(src_license),
         "license_meta": license_meta, "license_overridden": bool(license),
-        "annotators": annotators, "k": k, "keep_percent": facts["keep_percent"], "threshold": facts["threshold"],
+        "annotators": annotators, "k": k, "targets": targets, "keep_percent": facts["keep_percent"], "threshold": facts["threshold"],
         "rows_all": facts["rows_all"], "rows_kept": facts["rows_kept"], "scored": facts["scored"],
         "score_min": facts["score_min"], "score_median": facts["score_median"], "score_max": facts["score_max"],
         "annotation_failed": facts["annotation_failed"],

@@ -227,6 +227,10 @@ def _mvc_rows(bag, config: GenerateConfig, sized, pool) -> list[PlannedRow]:
     for label in sorted(groups):
         items = groups[label]
         name = names[label]
+        if len(items) < 2 and (config.mvc.coarse or config.mvc.fine):
+            raise InputError(f"generate.mvc: class {name!r} has {len(items)} caption in the prompt bag; MVC mixes "
+                             "each embedding with another caption of its class, so every class needs at least 2 "
+                             "(caption more images of the class, or set mvc.coarse and mvc.fine to 0)")
         pid = mvc_prompt_id(name, label)
         for index in range(config.mvc.images_per_class):
             seed = row_seed(config.seed, pid, index)

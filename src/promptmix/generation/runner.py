@@ -184,7 +184,7 @@ class Generator:
     # conditioning images -----------------------------------------------------------------------------
     def _real_split(self, bag):
         if self._real is None:
-            from .captions import _load_split
+            from .captions import load_real_split
 
             ref = self.config.real
             revision = None
@@ -197,7 +197,7 @@ class Generator:
             if not ref:
                 raise ConfigError("generate.real: an image-conditioned model needs the real dataset whose train "
                                   "images condition it; the prompt bag records none, so pass --real DIR_OR_ID")
-            self._real = _load_split(str(ref), revision, "train")
+            self._real = load_real_split(str(ref), revision, "train")
             self._real_index = {iid: i for i, iid in enumerate(self._real[S.IMAGE_ID])}
         return self._real
 

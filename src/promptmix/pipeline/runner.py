@@ -227,7 +227,8 @@ class _RunLock:
 # -- the runner ------------------------------------------------------------------------------------------
 def run_stages(run_dir: str | os.PathLike, stages: Sequence[Stage], *, from_stage: str | None = None,
                until_stage: str | None = None, plan_only: bool = False,
-               echo: Callable[[str], None] | None = None) -> list[StageResult]:
+               echo: Callable[[str], None] | None = None,
+               on_start: Callable[[], None] | None = None) -> list[StageResult]:
     """Run ``stages`` in order in ``run_dir``, skipping those whose cached outputs are up to date.
 
     ``from_stage``: stages before it are not run (they must be up to date) and it and every later
@@ -251,6 +252,8 @@ def run_stages(run_dir: str | os.PathLike, stages: Sequence[Stage], *, from_stag
     run_dir.mkdir(parents=True, exist_ok=True)
     with _RunLock(run_dir):
         shutil.rmtree(_trash_dir(run_dir), ignore_errors=True)
+        if on_start is not None:
+            on_start()
         state = PipelineState(run_dir)
         keys: dict[str, str] = {}
         ran: set[str] = set()
@@ -384,3 +387,44 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.P
     if cache_file:
         write_json_atomic(cache_file, {**cache, **fresh})
     return stable_hash(entries, length=32)
+
+
+# -- the whole pipeline ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class PipelineRun:
+    """What :func:`run_pipeline` did: one result per stage, and the stages' records from the state file."""
+
+    run_dir: Path
+    results: list[StageResult]
+    records: dict[str, dict[str, Any]]
+
+    def result(self, name: str) -> StageResult:
+        return next(r for r in self.results if r.name == name)
+
+
+def run_pipeline(config, *, from_stage: str | None = None, until_stage: str | None = None,
+                 plan_only: bool = False, echo: Callable[[str], None] | None = None) -> PipelineRun:
+    """Run a :class:`~promptmix.pipeline.config.PipelineConfig` (or the path of its YAML file).
+
+    The config is validated and its local inputs checked before any stage starts; the config is saved
+    to ``RUN/pipeline/config.yaml``. See :func:`run_stages` for ``from_stage``/``until_stage``.
+    """
+    from .config import PipelineConfig, load_config
+    from .stages import build_stages
+
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config)
+    config.check_inputs()
+    stages = build_stages(config)
+    run_dir = Path(config.run_dir)
+
+    def save_config() -> None:
+        from ..utils.io import write_text_atomic
+
+        write_text_atomic(run_dir / PIPELINE_DIR / "config.yaml", config.to_yaml())
+
+    results = run_stages(run_dir, stages, from_stage=from_stage, until_stage=until_stage, plan_only=plan_only,
+                         echo=echo, on_start=save_config)
+    state = PipelineState(run_dir) if (run_dir / PIPELINE_DIR / STATE_FILE).exists() else None
+    records = {s.name: dict((state.get(s.name) or {}).get("record") or {}) for s in stages} if state else {}
+    return PipelineRun(run_dir, results, records)

@@ -91,6 +91,12 @@ def _density(points: np.ndarray, w: int, h: int, shape: tuple[int, int] = (6, 8)
     return grid
 
 
+def write_real_dataset(real_dir: str | Path, task: str = "counting", *, class_names: Sequence[str] = (),
+                       n_real: int = 4, seed: int = 0) -> list[dict]:
+    """A tiny real dataset in Hub layout (splits train and test) in ``real_features(task)``; returns the train rows."""
+    return _write_real(Path(real_dir), task, tuple(class_names), n_real, np.random.RandomState(seed))
+
+
 def _write_real(real_dir: Path, task: str, class_names: Sequence[str], n_real: int, rng) -> list[dict]:
     from datasets import Dataset
 

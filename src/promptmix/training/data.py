@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,6 +47,27 @@ _REAL_COLUMNS = {"counting": (schema.POINTS, schema.COUNT), "depth": (schema.DEP
 
 
 # -- loading ---------------------------------------------------------------------------------------------
+def local_cache_dir(ref: str) -> str | None:
+    """A ``datasets`` cache folder for a local dataset folder, keyed by its path and its files' sizes and times.
+
+    ``datasets`` 5 keys the cache of a local folder by the folder's *name* and README only, so two
+    folders called ``fake`` (or one rewritten by a new ``promptmix filter`` run) would share a
+    stale cache; a cache folder per content avoids that. ``None`` for Hub ids.
+    """
+    import hashlib
+    import json
+
+    import datasets
+
+    root = Path(ref)
+    if not root.is_dir():
+        return None
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    stamp = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps([str(root.resolve()), stamp]).encode()).hexdigest()[:16]
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "promptmix-local" / key)
+
+
 def _load_real(ref: str, revision: str | None):
     """The real dataset's splits (``promptmix.builders.load_real`` when available)."""
     try:
@@ -57,7 +79,7 @@ def _load_real(ref: str, revision: str | None):
     import datasets
 
     try:
-        return datasets.load_dataset(ref, revision=revision)
+        return datasets.load_dataset(ref, revision=revision, cache_dir=local_cache_dir(ref))
     except Exception as exc:  # missing folder, offline, bad layout
         raise InputError(f"real dataset {ref!r} (revision {revision or 'main'}) could not be loaded: {exc}") from None
 
@@ -66,7 +88,7 @@ def _load_fake(ref: str, revision: str | None, config_name: str) -> Dataset:
     import datasets
 
     try:
-        loaded = datasets.load_dataset(ref, name=config_name, revision=revision)
+        loaded = datasets.load_dataset(ref, name=config_name, revision=revision, cache_dir=local_cache_dir(ref))
     except ValueError as exc:
         if "config" in str(exc).lower():
             raise InputError(f"fake dataset {ref!r}: no config {config_name!r} ({exc}); promptmix fake datasets "
@@ -176,7 +198,7 @@ def decode_image(value: Any) -> np.ndarray:
         img = value
     else:
         return np.asarray(value, dtype=np.uint8)
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy needs one)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

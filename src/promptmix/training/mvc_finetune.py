@@ -81,7 +81,8 @@ class MVCFinetuneConfig(StageConfig):
 
     captions: str = field("", help="captions of the real train split: a run folder (RUN, with captions/) or its "
                                    "captions/ folder, as `promptmix caption` writes it")
-    output_dir: str = field("", help="folder of the fine-tuned pipeline, its checkpoints, pairs and loss curve")
+    output_dir: str = field("", runtime=True,
+                            help="folder of the fine-tuned pipeline, its checkpoints, pairs and loss curve")
     real: str | None = field(None, help="real dataset (folder or Hub id, `promptmix real` layout) whose train split "
                                         "is paired; default: the one recorded with the captions")
     real_revision: str | None = field(None, help="Hub revision of `real`")
@@ -325,7 +326,7 @@ def load_captions(path: str | Path) -> tuple[Any, dict, Path]:
 
 def _load_train_split(config: MVCFinetuneConfig, info: dict):
     """The split to pair, its class names and the dataset reference (default: the one the captions came from)."""
-    from ..generation.captions import _load_split  # the loader the captions stage used
+    from ..generation.captions import load_real_split  # the loader the captions stage used
 
     recorded = info.get("real") or {}
     if isinstance(recorded, str):
@@ -335,7 +336,7 @@ def _load_train_split(config: MVCFinetuneConfig, info: dict):
         raise ConfigError(f"{config._section}.real: no real dataset given and none recorded in the captions' "
                           "info.json; set `real` to the dataset folder or Hub id")
     revision = config.real_revision if config.real else (config.real_revision or recorded.get("revision"))
-    real = _load_split(str(ref), revision, config.split)
+    real = load_real_split(str(ref), revision, config.split)
     feature = real.features.get(schema.LABEL)
     if feature is None:
         raise InputError(f"real dataset {ref}: split {config.split!r} has no {schema.LABEL!r} column; MVC fine-tuning "

@@ -8,6 +8,7 @@ in a temporary sibling folder and moved into place at the end.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -77,44 +78,80 @@ def _num_shards(num_rows: int, max_rows: int) -> int:
 
 def write_split_shards(dataset, folder: Path, prefix: str, max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> list[Path]:
     """Write ``dataset`` as ``folder/<prefix>-0000i-of-0000n.parquet`` shards (Hub naming)."""
+    import datasets
+
     n = _num_shards(len(dataset), max_rows)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(n):
-        shard = dataset.shard(num_shards=n, index=i, contiguous=True)
-        path = folder / f"{prefix}-{i:05d}-of-{n:05d}.parquet"
-        shard.to_parquet(str(path))
-        paths.append(path)
+    bars = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # one bar per shard is noise; callers show their own progress
+    try:
+        for i in range(n):
+            shard = dataset.shard(num_shards=n, index=i, contiguous=True)
+            path = folder / f"{prefix}-{i:05d}-of-{n:05d}.parquet"
+            shard.to_parquet(str(path))
+            paths.append(path)
+    finally:
+        if not bars:
+            datasets.enable_progress_bars()
     return paths
 
 
-def hub_yaml_configs(configs: Mapping[str, Mapping[str, Any]], default: str) -> list[dict]:
+def content_fingerprint(paths: list[Path], length: int = 8) -> str:
+    """A short sha256 of the given files' bytes, in order."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:length]
+
+
+def hub_yaml_configs(configs: Mapping[str, Mapping[str, Any]], default: str,
+                     fingerprints: Mapping[tuple[str, str], str] | None = None) -> list[dict]:
     """The README ``configs:`` YAML list for ``{config_name: {split: dataset}}`` laid out by :func:`write_hub_layout`."""
     out = []
     for name, splits in configs.items():
         entry: dict[str, Any] = {"config_name": name}
         if name == default:
             entry["default"] = True
-        entry["data_files"] = [
-            {"split": split, "path": f"data/{name}/{split}-*.parquet" if len(configs) > 1 else f"data/{split}-*.parquet"}
-            for split in splits
-        ]
+        files = []
+        for split in splits:
+            prefix = _shard_prefix(split, (fingerprints or {}).get((name, split)))
+            files.append({"split": split,
+                          "path": f"data/{name}/{prefix}-*.parquet" if len(configs) > 1 else f"data/{prefix}-*.parquet"})
+        entry["data_files"] = files
         out.append(entry)
     return out
+
+
+def _shard_prefix(split: str, fingerprint: str | None) -> str:
+    return f"{split}-{fingerprint}" if fingerprint else split
 
 
 def write_hub_layout(root: Path, configs: Mapping[str, Mapping[str, Any]], *, default: str | None = None,
                      max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> list[dict]:
     """Write Parquet shards under ``root/data`` in Hub layout and return the YAML ``configs`` list.
 
-    A single config is written as ``data/<split>-*.parquet``; several as ``data/<config>/<split>-*.parquet``.
+    A single config is written as ``data/<split>-<fp>-*.parquet``; several as
+    ``data/<config>/<split>-<fp>-*.parquet``, where ``<fp>`` is a fingerprint of the shards' bytes.
+    The fingerprint matters: ``datasets.load_dataset(local_folder)`` keys its Arrow cache on the folder's
+    base name and its README ``configs`` only, so a rewritten folder (or another folder with the same
+    name) would otherwise be served the old cached rows.
     """
     default = default or next(iter(configs))
+    fingerprints = {}
     for name, splits in configs.items():
         folder = root / "data" if len(configs) == 1 else root / "data" / name
         for split, ds in splits.items():
-            write_split_shards(ds, folder, split, max_rows=max_rows)
-    return hub_yaml_configs(configs, default)
+            staging = folder / f".staging-{split}"
+            paths = write_split_shards(ds, staging, split, max_rows=max_rows)
+            fp = content_fingerprint(paths)
+            for p in paths:
+                os.replace(p, folder / p.name.replace(f"{split}-", f"{_shard_prefix(split, fp)}-", 1))
+            staging.rmdir()
+            fingerprints[(name, split)] = fp
+    return hub_yaml_configs(configs, default, fingerprints)
 
 
 def render_readme(metadata: Mapping[str, Any], body: str) -> str:

@@ -1,0 +1,201 @@
+"""The stages of ``promptmix run``: each one calls its stage's own API with its config section.
+
+No stage logic lives here: :func:`build_stages` turns a :class:`PipelineConfig` into
+:class:`~promptmix.pipeline.runner.Stage` objects that call ``promptmix.builders``,
+``caption_dataset``, ``build_prompt_bag``, ``finetune_mvc``, ``generate``, ``annotate_run``,
+``filter_run``, ``publish_run`` and ``train``. What each stage reads and writes::
+
+    real       raw files / Hub dataset        -> real_out (RUN/real)
+    caption    real_out                       -> RUN/captions
+    prompts    RUN/captions                   -> RUN/prompts
+    finetune   RUN/captions, real_out          -> RUN/finetune      (MVC configs only)
+    generate   RUN/prompts [, RUN/finetune]   -> RUN/images        (chunk files: resumes)
+    annotate   RUN/images                     -> RUN/annotations   (chunk files: resumes)
+    filter     RUN/images, RUN/annotations    -> RUN/fake
+    publish    RUN/fake                       -> RUN/publish (and the Hub when push: true)
+    train.NAME real_out [, RUN/fake]          -> RUN/train/NAME    (checkpoints: resumes)
+
+The settings hashed into a stage's key are its section's ``hashed_dict()`` without the wired keys
+(paths the pipeline sets), so moving a run folder does not invalidate it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from .config import WIRED, PipelineConfig
+from .runner import Stage, files_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+def _settings(section, wired: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: v for k, v in section.hashed_dict().items() if k not in wired}
+
+
+def _real_stage(cfg: PipelineConfig) -> Stage:
+    real = cfg.real
+    out = cfg.real_out
+    fp_cache = cfg.run_dir / "pipeline" / "fingerprints.json"
+
+    def external():
+        paths = list(real.local_inputs())
+        if real.builder == "folder" and Path(real.path).exists():
+            paths = [Path(real.path)]
+        return files_fingerprint(paths, fp_cache) if paths else None
+
+    def run():
+        from .. import builders
+
+        opts = dict(real.options)
+        if real.builder == "shanghaitech":
+            builders.build_shanghaitech(real.root, real.part, out, skip_bad=real.skip_bad, **opts)
+        elif real.builder == "ucf-qnrf":
+            builders.build_ucf_qnrf(real.root, out, **opts)
+        elif real.builder == "nyu-depth-v2":
+            builders.build_nyu_depth_v2(real.mat, out, **opts)
+        elif real.builder == "imagefolder":
+            builders.build_imagefolder(real.root, out, reduced=real.reduced, **opts)
+        elif real.builder == "hub":
+            if real.revision is not None:
+                opts["revision"] = real.revision
+            if real.reduced is not None:
+                opts["reduced"] = real.reduced
+            builders.build_from_hub(real.dataset, out, **opts)
+        ds = builders.load_real(str(out) if real.builder != "folder" else real.path)
+        task = builders.task_of(ds["train"].features)
+        if task != cfg.task:
+            from ..errors import InputError
+
+            raise InputError(f"real: {out} is a {task} dataset but the config's task is {cfg.task}")
+        return {"out": str(out), "rows": {split: len(d) for split, d in ds.items()}, "task": task}
+
+    settings = {**_settings(real), "task": cfg.task}
+    outputs = () if real.builder == "folder" else (out,)
+    return Stage("real", run, settings=settings, outputs=outputs, external=external,
+                 description=f"real dataset ({real.builder}) -> {out}")
+
+
+def build_stages(cfg: PipelineConfig) -> list[Stage]:
+    """The stages of ``cfg`` in order (sections left out of the config give no stage)."""
+    run_dir = cfg.run_dir
+    stages = [_real_stage(cfg)]
+
+    def caption():
+        from ..generation.captions import caption_dataset
+
+        out = caption_dataset(cfg.caption, run_dir)
+        return {"out": str(out)}
+
+    stages.append(Stage("caption", caption, inputs=("real",), settings=_settings(cfg.caption, WIRED["caption"]),
+                        outputs=(run_dir / "captions",), description="captions of the real train split"))
+
+    def prompts():
+        from ..generation.prompts import build_prompt_bag, load_prompt_bag
+
+        out = build_prompt_bag(cfg.prompts, run_dir)
+        return {"out": str(out), "prompts": len(load_prompt_bag(out))}
+
+    stages.append(Stage("prompts", prompts, inputs=("caption",), settings=_settings(cfg.prompts),
+                        outputs=(run_dir / "prompts",), description="the prompt bag"))
+
+    gen_inputs = ["prompts"]
+    gen_wired = WIRED["generate"]
+    if cfg.finetune is not None:
+        def finetune():
+            from ..training.mvc_finetune import finetune_mvc
+
+            return {"out": str(finetune_mvc(cfg.finetune))}
+
+        stages.append(Stage("finetune", finetune, inputs=("caption", "real"),
+                            settings=_settings(cfg.finetune, WIRED["finetune"]), outputs=(cfg.finetune_out,),
+                            description="MVC fine-tuning of the generator"))
+        gen_inputs.append("finetune")
+        gen_wired = (*gen_wired, "model")
+
+    def generate():
+        from ..generation.runner import generate as run_generate
+
+        report = run_generate(cfg.generate, run_dir)
+        return _jsonable_report(report)
+
+    stages.append(Stage("generate", generate, inputs=tuple(gen_inputs), settings=_settings(cfg.generate, gen_wired),
+                        outputs=(run_dir / "images",), description="images (resumable chunks)"))
+
+    if cfg.annotate is not None:
+        ann = cfg.annotate
+
+        def annotate():
+            from ..annotation.runner import annotate_run
+
+            report = annotate_run(run_dir, ann.annotators, batch_size=ann.batch_size, device=ann.device,
+                                  dtype=ann.dtype, revision=ann.revision)
+            return {"annotators": [a.name for a in report.annotators],
+                    "rows": {a.name: a.rows for a in report.annotators}}
+
+        stages.append(Stage("annotate", annotate, inputs=("generate",), settings=_settings(ann),
+                            outputs=(run_dir / "annotations",), description="annotations (resumable chunks)"))
+
+    if cfg.filter is not None:
+        def filter_():
+            from ..annotation.filter import filter_run
+
+            report = filter_run(run_dir, cfg.filter)
+            return {"out": str(report.out), "rows": report.rows, "kept": report.kept, "flagged": report.flagged,
+                    "target": report.target, "threshold": report.threshold}
+
+        stages.append(Stage("filter", filter_, inputs=("annotate",), settings=_settings(cfg.filter),
+                            outputs=(cfg.fake_out,), description="quality filtering -> fake dataset"))
+
+    if cfg.publish is not None:
+        pub = cfg.publish
+
+        def publish():
+            from ..publishing.publish import publish_run
+
+            result = publish_run(run_dir, repo_id=pub.repo_id, version=pub.version, local_dir=cfg.publish_dir,
+                                 private=pub.private, branch=pub.branch, dry_run=not pub.push, force=pub.force,
+                                 notes=pub.notes, license=pub.license, pretty_name=pub.pretty_name,
+                                 notice=pub.notice)
+            return {"local_dir": str(result.local_dir), "pushed": result.pushed, "tag": result.tag,
+                    "commit": result.commit_oid, "rows": result.rows, "url": result.url if result.pushed else None}
+
+        stages.append(Stage("publish", publish, inputs=("filter",), settings=_settings(pub),
+                            outputs=(cfg.publish_dir,), description="publication (local folder, Hub)"))
+
+    for name, run_cfg in cfg.train.items():
+        stages.append(_train_stage(name, run_cfg, cfg))
+    return stages
+
+
+def _train_stage(name: str, run_cfg, cfg: PipelineConfig) -> Stage:
+    inputs = ("real", "filter") if run_cfg.mixing != "none" else ("real",)
+
+    def run():
+        from ..training.trainer import train
+
+        # the runner removes the output folder whenever the key changes, so whatever is there belongs
+        # to an interrupted run with these settings: continue it
+        metrics = train(dataclasses.replace(run_cfg, resume=True))
+        keep = {k: v for k, v in metrics.items() if k.startswith(("test/", "validation/"))}
+        return {"output_dir": run_cfg.output_dir, "chosen_lr": metrics.get("chosen_lr"), **keep}
+
+    return Stage(f"train.{name}", run, inputs=inputs, settings=_settings(run_cfg, WIRED["train"]),
+                 outputs=(Path(run_cfg.output_dir),), group="train",
+                 description=f"training run {name!r} ({run_cfg.model}, mixing {run_cfg.mixing})")
+
+
+def _jsonable_report(report) -> dict[str, Any]:
+    if dataclasses.is_dataclass(report):
+        out = {}
+        for f in dataclasses.fields(report):
+            value = getattr(report, f.name)
+            if isinstance(value, (int, float, str, bool)) or value is None:
+                out[f.name] = value
+            elif isinstance(value, Path):
+                out[f.name] = str(value)
+        return out
+    return {}
