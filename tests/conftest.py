@@ -11,15 +11,19 @@ os.environ["PROMPTMIX_NO_PROGRESS"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Caches must be set before datasets/huggingface_hub are imported: they read them once at import.
+import tempfile  # noqa: E402
+
+_CACHE = tempfile.mkdtemp(prefix="promptmix-test-cache-")
+os.environ["HF_HOME"] = _CACHE
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
+os.environ["HF_MODULES_CACHE"] = os.path.join(_CACHE, "modules")
 
 import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _isolated_caches(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "hf-cache"
-    monkeypatch.setenv("HF_HOME", str(cache))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+def _no_token(monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
 
 

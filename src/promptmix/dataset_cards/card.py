@@ -379,8 +379,12 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
 
     manifest = read_manifest(run_dir)
     recorded = info.get("real")
+    real_revision, real_split = None, "train"
     if isinstance(recorded, Mapping):  # promptmix caption: {"ref", "revision", "split"}
+        real_revision, real_split = recorded.get("revision"), recorded.get("split") or "train"
         recorded = recorded.get("ref")
+    if real is not None:
+        real_revision = None
     real_ref = str(real) if real is not None else (str(recorded) if recorded else None)
     real_ds, real_meta = None, {}
     if real_ref:
@@ -390,15 +394,15 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
                 if (local / "README.md").is_file():
                     real_meta = _read_yaml_front_matter(local / "README.md")
                 real_configs, real_default = read_hub_folder(local)
-                real_ds = real_configs[real_default].get("train")
+                real_ds = real_configs[real_default].get(real_split)
                 if real_ds is None:
-                    raise InputError(f"real dataset {local}: expected a `train` split; found "
-                                     f"{sorted(real_configs[real_default])}")
+                    raise InputError(f"real dataset {local}: expected a {real_split!r} split (the one captioned); "
+                                     f"found {sorted(real_configs[real_default])}")
             elif _is_local_path(real_ref):
                 raise InputError(f"real dataset folder {real_ref} does not exist (expected a folder written by "
                                  "`promptmix real ...` or a Hub dataset id); pass --real with its new place")
             else:
-                real_ds = datasets.load_dataset(real_ref, split="train")
+                real_ds = datasets.load_dataset(real_ref, revision=real_revision, split=real_split)
         except InputError:
             raise
         except Exception as exc:
@@ -608,7 +612,8 @@ def make_card_figures(inputs: CardInputs, out_dir: str | Path) -> dict[str, str]
 
 def _target_text(task: str, row: Mapping[str, Any], class_names: Sequence[str]) -> str:
     if task == "counting" and row.get(S.COUNT) is not None:
-        return f"count {float(row[S.COUNT]):.1f}"
+        count = row[S.COUNT]
+        return f"count {count}" if isinstance(count, int) else f"count {float(count):.1f}"
     if task == "depth" and row.get(S.DEPTH) is not None:
         m = np.asarray(row[S.DEPTH], dtype=np.float32)
         return f"depth {np.nanmean(m):.2f} m" if m.size else ""

@@ -23,6 +23,7 @@ examples:
       --size 512x512 --steps 1 --guidance-scale 0
   promptmix generate --prompts run --model ./mvc-pix2pix --out run --mvc --mvc-images-per-class 50
   torchrun --nproc_per_node 2 -m promptmix generate --prompts run --model ID --out run -k 5
+  accelerate launch --multi_gpu --num_processes 2 -m promptmix generate --prompts run --model ID --out run -k 5
   promptmix generate --prompts run --model ID --out run -k 5 --dry-run
 A --config YAML holds GenerateConfig keys (or a run config with a `generate:` section); flags override it.
 """

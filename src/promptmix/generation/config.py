@@ -48,7 +48,8 @@ class GenerateConfig(StageConfig):
     chunk_size: int = field(64, help="rows per Parquet chunk file: the unit of resume and of work split "
                                      "between processes")
     mvc: MVCConfig | None = field(None, help="Mixing Visual Concepts: mix each class's caption embeddings "
-                                             "(classification prompt bags)")
+                                             "(classification prompt bags); when enabled, mvc.images_per_class "
+                                             "rows per class replace images_per_prompt rows per prompt")
     image_guidance_scale: float = field(1.5, help="image guidance scale of image-conditioned (InstructPix2Pix) "
                                                   "models")
     real: str | None = field(None, help="real dataset (folder or Hub id) whose train split holds the "

@@ -111,6 +111,8 @@ def _hub_error(step: str, exc: BaseException, secrets: list[str]) -> HubPublishE
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status in (401, 403):
         hint = " (check that you are logged in with `hf auth login` or HF_TOKEN, with write access to the repo)"
+    elif type(exc).__name__ == "OfflineModeIsEnabled":
+        hint = " (HF_HUB_OFFLINE is set: unset it to push, or use --dry-run --local-dir DIR)"
     return HubPublishError(f"{step} failed: {message}{hint}")
 
 
@@ -249,7 +251,8 @@ def _push(api, state: _HubState, layout: RepoLayout, *, repo_id: str, version: s
 
     branch_name = branch or "main"
     try:
-        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+        # private=None keeps the organisation's default visibility for a new repo
+        api.create_repo(repo_id, repo_type=REPO_TYPE, private=True if private else None, exist_ok=True)
     except Exception as exc:
         raise _hub_error(f"creating the dataset repo {repo_id}", exc, secrets) from None
     created_branch = False

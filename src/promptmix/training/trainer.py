@@ -256,8 +256,10 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: TaskSp
 
     run_dir = config.output_path / run_dir_name(lr)
     if config.resume and (run_dir / RESULT_FILE).exists():
-        logger.info("lr %g: already done (%s)", lr, run_dir / RESULT_FILE)
-        return json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
+        done = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
+        if done.get("config_hash") == config.config_hash():
+            logger.info("lr %g: already done (%s)", lr, run_dir / RESULT_FILE)
+            return done
     set_seed(config.seed)
     model = create_model(config.model, pretrained=config.pretrained, pretrained_revision=config.pretrained_revision,
                          **kwargs)
@@ -345,7 +347,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: TaskSp
         if stopped:
             break
     result = {"lr": lr, "best_epoch": state.best_epoch, "validation": state.best_validation,
-              "history": state.history, "steps": state.steps}
+              "history": state.history, "steps": state.steps, "config_hash": config.config_hash()}
     if accelerator.is_main_process:
         write_json_atomic(run_dir / RESULT_FILE, result)
     accelerator.wait_for_everyone()

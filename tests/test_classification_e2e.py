@@ -1,0 +1,128 @@
+"""configs/mvc_toy_classification.yaml end to end (MVC paper, Table 5 at toy scale) through `promptmix run`.
+
+Image folder (reduced) -> captions + class prompts -> MVC fine-tuning -> image-conditioned MVC generation ->
+classifier + CLIP zero-shot annotation -> filtering -> baseline, combined, two-phase and RSP classifier runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import Dataset, load_dataset
+
+from promptmix import schema as S
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "mvc_toy_classification.yaml"
+STRATEGIES = {"baseline": "none", "combined": "two-phase", "two-phase": "two-phase", "rsp": "rsp"}
+
+
+def write_toy_inputs(folder: Path, tiny_models: dict) -> None:
+    """What the config's header says to make: tiny models under models/ and a 2-class image folder."""
+    from promptmix.testing._annotators import save_tiny_clip
+    from promptmix.testing.raw_datasets import write_imagefolder
+
+    models = folder / "models"
+    models.mkdir()
+    for key in ("sd", "captioner", "classifier"):
+        os.symlink(tiny_models[key], models / key)
+    save_tiny_clip(models / "clip")
+    write_imagefolder(folder / "data" / "toy-imagefolder", ["cat", "dog"], per_class=4, with_split=True,
+                      test_per_class=2, size=(32, 32))
+
+
+@pytest.fixture(scope="module")
+def toy_run(tiny_models, tmp_path_factory):
+    from promptmix.cli import main
+
+    folder = tmp_path_factory.mktemp("mvc-e2e")
+    write_toy_inputs(folder, tiny_models)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["run", str(CONFIG)]) == 0
+        yield folder / "runs" / "mvc-toy"
+    finally:
+        os.chdir(cwd)
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [r for p in sorted(folder.glob("chunk-*.parquet")) for r in Dataset.from_parquet(str(p)).to_list()]
+
+
+def test_the_fine_tuned_generator_is_a_pix2pix_pipeline(toy_run):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(str(toy_run / "finetune"))
+    assert pipe.unet.config.in_channels == 8
+    state = json.loads((toy_run / "finetune" / "training.json").read_text())
+    assert state["status"] == "finished" and state["global_step"] == 2 and state["class_names"] == ["cat", "dog"]
+    # pairs are drawn from the reduced train split (8 images): 4 per class
+    pairs = Dataset.from_parquet(str(toy_run / "finetune" / "pairs.parquet"))
+    assert sorted(pairs[S.LABEL]) == [0] * 4 + [1] * 4
+
+
+def test_rows_are_image_conditioned_mvc_rows_that_reproduce(toy_run, capsys):
+    from promptmix.cli import main
+
+    rows = _rows(toy_run / "images")
+    assert len(rows) == 2 * 3  # images_per_class 3, two classes
+    real = load_dataset(str(toy_run / "real"), split="train")
+    label_of = dict(zip(real[S.IMAGE_ID], real[S.LABEL]))
+    for row in rows:
+        record = json.loads(row[S.MIXING])
+        assert len(record["coarse"]) == 1 and len(record["fine"]) == 1
+        assert label_of[row[S.CONDITIONING_IMAGE_ID]] == row[S.LABEL]  # conditioning image of the row's class
+        assert row[S.PROMPT].startswith("This is an image of " + ["cat", "dog"][row[S.LABEL]])
+    capsys.readouterr()
+    assert main(["reproduce", str(toy_run), "--row", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "MATCH" in out and "MISMATCH" not in out
+
+
+def test_both_annotators_labelled_every_row_and_the_filter_kept_75_percent(toy_run):
+    from promptmix.annotation.filter import keep_count
+
+    row_ids = {r[S.ROW_ID] for r in _rows(toy_run / "images")}
+    for name in ("classifier", "clip"):
+        ann = _rows(toy_run / "annotations" / name)
+        assert {r[S.ROW_ID] for r in ann} == row_ids
+        assert all(r[S.LABEL] in (0, 1) and 0 <= r[S.PROBABILITY] <= 1 for r in ann)
+    fake_all = load_dataset(str(toy_run / "fake"), "all", split="train")
+    kept = load_dataset(str(toy_run / "fake"), "kept", split="train")
+    assert len(fake_all) == 6
+    assert [a[S.ANNOTATOR] for a in fake_all[0][S.ANNOTATIONS]] == ["classifier", "clip"]
+    assert len(kept) == sum(fake_all[S.KEPT]) == keep_count(6, 75)
+    assert kept[S.LABEL] == [r[S.LABEL] for r in fake_all if r[S.KEPT]]  # the generated-for class
+
+
+def test_baseline_and_the_three_mvc_strategies_trained_and_compare_in_a_report(toy_run, capsys):
+    from promptmix.cli import main
+    from promptmix.training.report import report_table
+
+    dirs = [toy_run / "train" / name for name in STRATEGIES]
+    for name, mixing in STRATEGIES.items():
+        metrics = json.loads((toy_run / "train" / name / "metrics.json").read_text())
+        assert metrics["mixing"] == mixing
+        assert 0.0 <= metrics["test/top1"] <= 1.0
+    two_phase = yaml.safe_load((toy_run / "train" / "two-phase" / "config.yaml").read_text())
+    assert two_phase["two_phase_epochs"] == 1
+    table = report_table(dirs)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(STRATEGIES) and "test/top1" in lines[0]
+    assert [line.split()[0] for line in lines[2:]] == list(STRATEGIES)
+    # a second run of the same config changes nothing
+    cwd = os.getcwd()
+    os.chdir(toy_run.parent.parent)
+    try:
+        capsys.readouterr()
+        assert main(["run", str(CONFIG)]) == 0
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    stage_lines = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert stage_lines and all(parts[1] == "cached" for parts in stage_lines)
