@@ -19,8 +19,11 @@ A module may add ``"ok": bool`` (goal met) and ``"note"``. Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
+import re
 import sys
 import time
 import traceback
@@ -58,9 +61,12 @@ def rows_of(path: Path, quick: bool) -> list[dict]:
     t0 = time.perf_counter()
     try:
         module = load(path)
-        if not callable(getattr(module, "run", None)):
-            raise TypeError(f"{path.name} has no run(quick) function")
-        rows = list(module.run(quick=quick))
+        if callable(getattr(module, "run", None)):
+            rows = list(module.run(quick=quick))
+        elif callable(getattr(module, "main", None)):
+            rows = rows_from_main(module, path)
+        else:
+            raise TypeError(f"{path.name} has neither run(quick) nor main()")
         for row in rows:
             missing = [k for k in ("name", "ours", "baseline") if k not in row]
             if missing:
@@ -76,6 +82,49 @@ def rows_of(path: Path, quick: bool) -> list[dict]:
                  "seconds": time.perf_counter() - t0}]
 
 
+_RATIO_LINE = re.compile(r"^(?P<name>[^:]+):\s*(?P<ratio>[0-9.]+)x\s*\(goal (?P<goal>[^)]*)\)")
+_PERCENT_LINE = re.compile(r"^(?P<name>[^:]+):\s*(?P<value>[0-9.]+)%\s*\(goal (?P<goal>[^)]*)\)")
+_GOAL = re.compile(r"^>=\s*(?P<n>[0-9.]+)\s*(?P<unit>x|%)")
+
+
+def goal_met(row: dict) -> bool | None:
+    """Whether a ``>= N x`` / ``>= N %`` goal is met, when the module did not say (None: unknown)."""
+    if "ok" in row:
+        return row["ok"]
+    m = _GOAL.match(str(row.get("goal", "")).strip())
+    if not m:
+        return None
+    value = row.get("ratio") if m["unit"] == "x" else row.get("ours")
+    return None if value is None else float(value) >= float(m["n"])
+
+
+def rows_from_main(module, path: Path) -> list[dict]:
+    """A module without ``run(quick)``: call its ``main()`` with default arguments and read the lines it
+    prints in the form ``NAME: 2.5x (goal >= 3x)``; the whole output is kept under ``output``."""
+    buf = io.StringIO()
+    argv = sys.argv
+    try:
+        sys.argv = [str(path)]
+        with contextlib.redirect_stdout(buf):
+            module.main()
+    finally:
+        sys.argv = argv
+    text = buf.getvalue()
+    rows = []
+    for line in text.splitlines():
+        m = _RATIO_LINE.match(line.strip())
+        p = _PERCENT_LINE.match(line.strip())
+        if m:
+            rows.append({"module": path.stem, "name": f"{path.stem}: {m['name'].strip()}", "ours": None,
+                         "baseline": None, "ratio": float(m["ratio"]), "goal": m["goal"].strip(), "output": text})
+        elif p:
+            rows.append({"module": path.stem, "name": f"{path.stem}: {p['name'].strip()}", "ours": float(p["value"]),
+                         "unit": "%", "baseline": None, "ratio": None, "goal": p["goal"].strip(), "output": text})
+    if not rows:
+        raise ValueError(f"{path.name} has no run(quick) and printed no 'NAME: R.RRx (goal ...)' line")
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     """A plain-text table: name, ours, theirs/baseline, ratio, goal (and whether the goal is met)."""
     head = ["benchmark", "ours", "theirs / baseline", "ratio", "goal", "met"]
@@ -86,7 +135,7 @@ def table(rows: list[dict]) -> str:
             body.append([r["name"], "ERROR", "-", "-", r.get("goal", ""), r["error"][:60]])
             continue
         ratio = r.get("ratio")
-        met = {True: "yes", False: "NO"}.get(r.get("ok"), "")
+        met = {True: "yes", False: "NO"}.get(goal_met(r), "")
         body.append([str(r["name"]), _fmt(r["ours"], unit), _fmt(r["baseline"], unit),
                      "-" if ratio is None else f"{ratio:.2f}x", str(r.get("goal", "")), met])
     widths = [max(len(head[i]), *(len(b[i]) for b in body)) if body else len(head[i]) for i in range(len(head))]
@@ -117,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in modules:
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
         rows.extend(rows_of(path, args.quick))
+    for module in dict.fromkeys(r["module"] for r in rows if r.get("output")):
+        output = next(r["output"] for r in rows if r["module"] == module and r.get("output"))
+        print(f"--- {module} (printed) ---\n{output.rstrip()}\n")
     print(table(rows))
     print(f"\n{len(modules)} modules, {time.perf_counter() - t0:.1f} s{' (--quick)' if args.quick else ''}")
     for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -145,9 +146,11 @@ def test_hub_push_is_one_commit_then_the_tag(run, hub, tmp_path):
     assert "first" in commit["commit_description"]
     added = sorted(op.path_in_repo for op in commit["operations"] if isinstance(op, CommitOperationAdd))
     assert added == result.files
-    assert {"README.md", "provenance.json", "data/kept/train-00000-of-00001.parquet",
-            "data/all/train-00000-of-00001.parquet", "assets/samples.png", "assets/quality.png",
+    assert {"README.md", "provenance.json", "assets/samples.png", "assets/quality.png",
             "assets/distribution.png"} <= set(added)
+    shards = [f for f in added if f.startswith("data/")]
+    assert len(shards) == 2 and {f.split("/")[1] for f in shards} == {"kept", "all"}
+    assert all(re.fullmatch(r"data/(kept|all)/train-(\w+-)?00000-of-00001\.parquet", f) for f in shards), shards
     assert calls["create_tag"] == {"repo_id": "me/fake-shtb", "tag": "v1.0.0", "revision": "c" * 40,
                                    "repo_type": "dataset", "tag_message": calls["create_tag"]["tag_message"]}
     assert result.pushed and result.commit_oid == "c" * 40 and result.tag == "v1.0.0"
@@ -190,15 +193,18 @@ def test_existing_version_is_refused_unless_forced(run, hub):
 def test_new_version_deletes_stale_files_and_keeps_the_history(run, hub, tmp_path):
     old_files = ["README.md", "provenance.json", ".gitattributes", "data/all/train-00000-of-00002.parquet",
                  "data/all/train-00001-of-00002.parquet", "data/kept/train-00000-of-00001.parquet",
-                 "assets/old-figure.png", "notes/maintainer.md"]
+                 "assets/old-figure.png", "assets/samples.png", "notes/maintainer.md"]
     history = [{"version": "0.9.0", "date": "2025-01-01", "rows_kept": 3, "rows_all": 5, "notes": "preview"}]
     fake = hub(tags=("v0.9.0",), files=old_files, provenance={"format": "promptmix-provenance/1", "history": history})
     out = tmp_path / "repo"
     result = publish_run(run.run_dir, repo_id="me/fake-shtb", version="1.0.0", local_dir=out, date="2025-03-01")
     commit = dict(fake.calls)["create_commit"]
     deleted = sorted(op.path_in_repo for op in commit["operations"] if isinstance(op, CommitOperationDelete))
+    # files of the old version under data/ and assets/ that the new one lacks; the maintainer's files stay
     assert deleted == ["assets/old-figure.png", "data/all/train-00000-of-00002.parquet",
-                       "data/all/train-00001-of-00002.parquet"] == result.deleted
+                       "data/all/train-00001-of-00002.parquet", "data/kept/train-00000-of-00001.parquet"] \
+        == result.deleted
+    assert "assets/samples.png" in result.files
     assert commit["parent_commit"] == MAIN_HEAD  # no concurrent push can be overwritten
     card = (out / "README.md").read_text()
     assert "| `0.9.0` | 2025-01-01 | 3 | 5 | preview |" in card
@@ -244,7 +250,7 @@ def test_cli_dry_run_prints_where_everything_went(run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert f"local folder: {out}" in printed
-    assert "data/kept/train-00000-of-00001.parquet" in printed
+    assert re.search(r"^  data/kept/train-\S+\.parquet$", printed, re.M)
     assert 'load_dataset("me/fake-shtb", revision="v1.0.0")' in printed
     assert (out / "README.md").is_file()
     code = main(["publish", str(run.run_dir), "--repo-id", "me/fake-shtb", "--version", "one"])

@@ -10,11 +10,12 @@
     assets/quality.png                 quality-score histogram with the threshold (several annotators only)
     assets/distribution.png            counts / depth values / labels, real vs fake
     assets/prompt_lengths.png          words per prompt
-    data/kept/train-00000-of-0000N.parquet   config "kept" (default): rows that passed the filter
-    data/all/train-00000-of-0000N.parquet    config "all": every row with its annotations and scores
+    data/kept/train-<fp>-00000-of-0000N.parquet   config "kept" (default): rows that passed the filter
+    data/all/train-<fp>-00000-of-0000N.parquet    config "all": every row with its annotations and scores
 
-The Parquet shards are written by :func:`promptmix.utils.io.write_hub_layout`, so
-``datasets.load_dataset(folder)`` reads the folder back with its configs and features.
+The Parquet shards are written by :func:`promptmix.utils.io.write_hub_layout` (``<fp>`` fingerprints
+their bytes), so ``datasets.load_dataset(folder)`` reads the folder back with its configs and features,
+and a new version's shards have new names: the old ones are deleted in the same commit.
 """
 
 from __future__ import annotations

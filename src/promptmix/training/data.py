@@ -241,6 +241,19 @@ def resize_map(arr: np.ndarray, h: int, w: int) -> np.ndarray:
     return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
+def upsample_density(density: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``resize_density`` to the image size; an integer upsampling factor (the usual case: annotators
+    output at 1/8) spreads each value evenly over its block with ``np.repeat``, which is the same
+    result several times faster."""
+    from ..density import resize_density
+
+    dh, dw = density.shape
+    if (dh, dw) != (h, w) and h % dh == 0 and w % dw == 0:
+        fy, fx = h // dh, w // dw
+        return np.repeat(np.repeat(density / np.float32(fy * fx), fy, axis=0), fx, axis=1)
+    return resize_density(density, h, w)
+
+
 def _annotation(row_annotations: Any, name: str, row_id: Any) -> dict:
     for ann in row_annotations or []:
         if ann.get(schema.ANNOTATOR) == name:
@@ -359,7 +372,7 @@ class TrainSet(torch.utils.data.Dataset):
                                truncate=s.density_truncate())
         else:
             small = np.asarray(ann[schema.DENSITY] if ann is not None else data[schema.DENSITY], dtype=np.float32)
-            dens = resize_density(small, h, w)
+            dens = upsample_density(small, h, w)
         if s.crop_size:
             image, dens = random_crop([image, dens], s.crop_size, rng)
         else:

@@ -1,0 +1,127 @@
+"""Epoch composition of every mixing strategy (promptmix.training.mixing), in-process."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from promptmix.errors import ConfigError, InputError
+from promptmix.training.mixing import (FAKE, REAL, MixingSpec, composition, epoch_batches, epoch_keys,
+                                       sample_fake_rows, shard_batches)
+from promptmix.training.trainer import LrSchedule
+
+
+def _keys(batches):
+    return [k for b in batches for k in b]
+
+
+def test_promptmix_epoch_is_all_real_plus_exactly_r_mix_fresh_fake_rows():
+    spec = MixingSpec("promptmix", r_mix=7)
+    seen_samples = set()
+    for epoch in range(4):
+        keys = epoch_keys(spec, 10, 50, epoch=epoch, seed=3)
+        real = [r for s, r in keys if s == REAL]
+        fake = [r for s, r in keys if s == FAKE]
+        assert sorted(real) == list(range(10))  # every real row exactly once
+        assert len(fake) == 7 and len(set(fake)) == 7  # exactly r_mix distinct fake rows
+        assert all(0 <= r < 50 for r in fake)
+        seen_samples.add(tuple(sorted(fake)))
+        assert keys == epoch_keys(spec, 10, 50, epoch=epoch, seed=3)  # (seed, epoch) fixes the epoch
+    assert len(seen_samples) == 4  # re-drawn every epoch
+    assert sorted(r for s, r in epoch_keys(spec, 10, 50, epoch=0, seed=4) if s == FAKE) != sorted(
+        r for s, r in epoch_keys(spec, 10, 50, epoch=0, seed=3) if s == FAKE)
+    # the sample is uniform: over many epochs every fake row comes up about r_mix / n_fake of the time
+    counts = Counter(int(r) for e in range(400) for r in sample_fake_rows(50, 7, seed=0, epoch=e))
+    assert len(counts) == 50 and max(counts.values()) < 2 * 400 * 7 / 50
+
+
+def test_promptmix_rejects_impossible_r_mix():
+    with pytest.raises(InputError, match="r_mix: 60 fake rows.*only 50"):
+        epoch_keys(MixingSpec("promptmix", r_mix=60), 10, 50, epoch=0, seed=0)
+    with pytest.raises(ConfigError, match="r_mix"):
+        MixingSpec("promptmix", r_mix=None)
+    with pytest.raises(ConfigError, match="mixing"):
+        MixingSpec("sometimes")
+
+
+def test_none_and_fake_only():
+    keys = epoch_keys(MixingSpec("none"), 9, 30, epoch=2, seed=0)
+    assert sorted(keys) == [(REAL, i) for i in range(9)]
+    assert keys != sorted(keys)  # shuffled
+    assert epoch_keys(MixingSpec("none"), 9, 30, epoch=3, seed=0) != keys
+    assert sorted(epoch_keys(MixingSpec("fake-only"), 9, 30, epoch=0, seed=0)) == [(FAKE, i) for i in range(30)]
+    sub = epoch_keys(MixingSpec("fake-only", r_mix=5), 9, 30, epoch=0, seed=0)
+    assert len(sub) == 5 and {s for s, _ in sub} == {FAKE} and len(set(sub)) == 5
+
+
+def test_interleave_uses_datasets_interleave_with_probabilities():
+    from datasets import Dataset, interleave_datasets
+
+    spec = MixingSpec("interleave", interleave_probability=0.3)
+    keys = epoch_keys(spec, 200, 400, epoch=1, seed=5)
+    assert keys == epoch_keys(spec, 200, 400, epoch=1, seed=5)
+    assert keys != epoch_keys(spec, 200, 400, epoch=2, seed=5)
+    real = [r for s, r in keys if s == REAL]
+    fake = [r for s, r in keys if s == FAKE]
+    assert len(set(real)) == len(real) and len(set(fake)) == len(fake)  # no row twice
+    # first_exhausted: the epoch ends when the real rows run out (they are drawn 70 % of the time)
+    assert len(real) == 200 and 0.2 < len(fake) / len(keys) < 0.4
+    # all_exhausted: both sources are used up (datasets oversamples the shorter one)
+    every = epoch_keys(MixingSpec("interleave", interleave_probability=0.3, interleave_stopping="all_exhausted"),
+                       20, 40, epoch=0, seed=5)
+    assert {r for s, r in every if s == FAKE} == set(range(40)) and {r for s, r in every if s == REAL} == set(range(20))
+    # the same interleaving datasets produces from the same inputs (the order of sources)
+    a = Dataset.from_dict({"x": [0] * 200})
+    b = Dataset.from_dict({"x": [1] * 400})
+    from promptmix.training.mixing import _STREAM_ORDER, epoch_rng
+
+    seed = int(epoch_rng(5, 1, _STREAM_ORDER).integers(2 ** 31))
+    ref = interleave_datasets([a, b], probabilities=[0.7, 0.3], seed=seed)["x"]
+    assert [s for s, _ in keys] == list(ref)
+
+
+def test_two_phase_mixed_then_real_only_at_a_lower_learning_rate():
+    spec = MixingSpec("two-phase", epochs=3, two_phase_epochs=2, two_phase_lr_factor=0.1)
+    assert spec.total_epochs == 5
+    for epoch in range(3):
+        c = composition(epoch_batches(spec, 6, 20, 4, epoch=epoch, seed=0))
+        assert c == {"real": 6, "fake": 20}  # combined: every fake row
+    for epoch in (3, 4):
+        assert composition(epoch_batches(spec, 6, 20, 4, epoch=epoch, seed=0)) == {"real": 6, "fake": 0}
+        assert spec.phase(epoch) == "real-finetune"
+    sched = LrSchedule(0.99, spec)
+    assert sched(2) == pytest.approx(0.99 ** 2)
+    assert sched(3) == pytest.approx(0.99 ** 3 * 0.1) and sched(4) == pytest.approx(0.99 ** 4 * 0.1)
+    assert LrSchedule(0.99, MixingSpec("promptmix", r_mix=1, epochs=3))(4) == pytest.approx(0.99 ** 4)
+    with_rmix = MixingSpec("two-phase", r_mix=5, epochs=2, two_phase_epochs=1)
+    assert composition(epoch_batches(with_rmix, 6, 20, 4, epoch=0, seed=0)) == {"real": 6, "fake": 5}
+
+
+def test_rsp_batches_draw_fake_rows_with_a_probability():
+    spec = MixingSpec("rsp", rsp_probability=0.25)
+    batches = epoch_batches(spec, 4000, 300, 8, epoch=0, seed=1)
+    assert batches == epoch_batches(spec, 4000, 300, 8, epoch=0, seed=1)
+    assert sorted(r for s, r in _keys(batches) if s == REAL) == list(range(4000))
+    for b in batches:
+        n_real = sum(s == REAL for s, _ in b)
+        assert n_real == 8 and sum(s == FAKE for s, _ in b) <= n_real
+    c = composition(batches)
+    assert abs(c["fake"] / c["real"] - 0.25) < 0.03
+    fake_rows = [r for s, r in _keys(batches) if s == FAKE]
+    assert set(fake_rows) == set(range(300))  # one shuffled pass after another over the fake set
+    assert composition(epoch_batches(MixingSpec("rsp", rsp_probability=0.0), 40, 30, 8, epoch=0, seed=1))["fake"] == 0
+    full = epoch_batches(MixingSpec("rsp", rsp_probability=1.0), 40, 30, 8, epoch=0, seed=1)
+    assert all(sum(s == FAKE for s, _ in b) == sum(s == REAL for s, _ in b) for b in full)
+
+
+def test_shard_batches_gives_every_process_the_same_number_of_steps():
+    batches = [[(REAL, i)] for i in range(5)]
+    shards = [shard_batches(batches, r, 2) for r in range(2)]
+    assert [len(s) for s in shards] == [3, 3]
+    assert shards[0] == [[(REAL, 0)], [(REAL, 2)], [(REAL, 4)]]
+    assert shards[1] == [[(REAL, 1)], [(REAL, 3)], [(REAL, 0)]]  # wrapped round
+    assert shard_batches(batches, 0, 1) == batches
+    assert sorted(k for s in shards for b in s for k in b)[:5] == [(REAL, i) for i in range(5)]
+    np.testing.assert_equal(len(shard_batches([], 1, 2)), 0)
