@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,34 @@ def test_script_runs_from_a_config_file_with_flag_overrides(tiny_models, mvc_run
                            str(tmp_path / "y")]) == 0
     assert json.loads((tmp_path / "y" / mf.STATE_FILE).read_text())["global_step"] == 1
     assert script["main"](["--config", str(cfg_file), "--learning-rate", "-1"]) == 1
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_one_model_on_two_processes(tiny_models, mvc_run, tmp_path):
+    """`accelerate launch` with 2 processes (gloo on CPU): one process group, one model, per-rank RNG states."""
+    import os
+    import socket
+    import subprocess
+
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    real, run = mvc_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           str(ROOT / "training" / "finetune_mvc.py"), "--captions", str(run), "--output-dir", str(out),
+           "--base-model", str(tiny_models["sd"]), "--resolution", "32", "--batch-size", "1",
+           "--gradient-accumulation-steps", "1", "--max-train-steps", "2", "--checkpointing-steps", "1",
+           "--sample-images", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((out / mf.STATE_FILE).read_text())
+    assert (state["num_processes"], state["global_step"], state["status"]) == (2, 2, "finished")
+    assert {p.name for p in (out / "checkpoints" / "checkpoint-2").glob("random_states_*.pkl")} == \
+        {"random_states_0.pkl", "random_states_1.pkl"}
+    assert len(json.loads((out / mf.LOSSES_FILE).read_text())) == 2
+    assert StableDiffusionInstructPix2PixPipeline.from_pretrained(str(out)).unet.config.in_channels == 8

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from promptmix.errors import ConfigError, InputError
@@ -123,5 +122,5 @@ def test_shard_batches_gives_every_process_the_same_number_of_steps():
     assert shards[0] == [[(REAL, 0)], [(REAL, 2)], [(REAL, 4)]]
     assert shards[1] == [[(REAL, 1)], [(REAL, 3)], [(REAL, 0)]]  # wrapped round
     assert shard_batches(batches, 0, 1) == batches
-    assert sorted(k for s in shards for b in s for k in b)[:5] == [(REAL, i) for i in range(5)]
-    np.testing.assert_equal(len(shard_batches([], 1, 2)), 0)
+    assert {k for s in shards for b in s for k in b} == {(REAL, i) for i in range(5)}  # nothing left out
+    assert shard_batches([], 1, 2) == []

@@ -82,8 +82,27 @@ def add_parsers(subparsers) -> None:
                    help="folder for the demo's data, models, config and run (default ./promptmix-demo)")
     d.add_argument("--config-only", action="store_true",
                    help="write the raw dataset, tiny models and demo.yaml, then stop")
-    d.add_argument("--epochs", type=int, default=None, metavar="N", help="training epochs per run (default 3)")
+    d.add_argument("--epochs", type=int, default=None, metavar="N", help="training epochs per run (default 10)")
     d.set_defaults(func=demo_command)
+
+
+def quiet_libraries(verbose: int = 0) -> None:
+    """Silence the progress bars and warnings of datasets / transformers / diffusers / huggingface_hub
+    (promptmix's own bars stay); ``-v`` keeps them."""
+    if verbose:
+        return
+    import datasets
+    import diffusers
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 def run_command(args) -> int:
@@ -96,6 +115,7 @@ def run_command(args) -> int:
         print(f"{args.config}: valid ({config.task}; run folder {config.run_dir}; "
               f"{len(config.train)} training run(s))")
         return 0
+    quiet_libraries(getattr(args, "verbose", 0))
     title = "plan" if args.plan else "run"
     print(f"promptmix {title}: {args.config} -> {config.run_dir}")
     result = run_pipeline(config, from_stage=args.from_stage, until_stage=args.until, plan_only=args.plan,
@@ -106,8 +126,12 @@ def run_command(args) -> int:
 
 
 def demo_command(args) -> int:
+    from ..utils.progress import disable_progress_bars
     from .demo import DemoSettings, run_demo
 
+    quiet_libraries(getattr(args, "verbose", 0))
+    if not getattr(args, "verbose", 0):
+        disable_progress_bars()  # every stage takes seconds here
     settings = DemoSettings()
     if args.epochs is not None:
         if args.epochs < 1:

@@ -161,7 +161,8 @@ class PublishConfig(StageConfig):
     version: str = field(help="semantic version X.Y.Z; tagged vX.Y.Z on the Hub")
     push: bool = field(False, help="push to the Hub (needs a token: HF_TOKEN or `hf auth login`); false: only "
                                    "write local_dir")
-    local_dir: Path | None = field(None, help="also write the repo to this folder (default RUN/publish)")
+    local_dir: Path | None = field(None, help="write the repo to this folder too (default: RUN/publish when push is "
+                                              "false, none when pushing)")
     private: bool = field(False, help="create the Hub repo private")
     branch: str | None = field(None, help="Hub branch to commit to (default main)")
     force: bool = field(False, help="replace an existing version tag")
@@ -335,9 +336,12 @@ class PipelineConfig(StageConfig):
 
     @property
     def publish_dir(self) -> Path | None:
+        """Where the published repo is written: publish.local_dir, else RUN/publish unless it is pushed."""
         if self.publish is None:
             return None
-        return Path(self.publish.local_dir) if self.publish.local_dir is not None else self.run_dir / "publish"
+        if self.publish.local_dir is not None:
+            return Path(self.publish.local_dir)
+        return None if self.publish.push else self.run_dir / "publish"
 
     @property
     def finetune_out(self) -> Path:

@@ -34,14 +34,14 @@ REAL_MODELS = {
 class DemoSettings:
     """Sizes of the demo (chosen to finish in well under 3 minutes on 2 CPU cores)."""
 
-    n_train: int = 12  # real training images (one of them becomes the validation split)
-    n_test: int = 4
-    size: tuple[int, int] = (128, 96)  # (W, H) of the real images
-    images_per_prompt: int = 2  # k
-    steps: int = 2  # denoising steps of the tiny generator
+    n_train: int = 24  # real training images (the builder moves some into the validation split)
+    n_test: int = 8
+    size: tuple[int, int] = (160, 120)  # (W, H) of the real images
+    images_per_prompt: int = 3  # k
+    steps: int = 4  # denoising steps of the tiny generator
     keep_percent: float = 75.0  # r_img
-    r_mix: int = 8  # fake rows drawn afresh every epoch
-    epochs: int = 3
+    r_mix: int = 16  # fake rows drawn afresh every epoch
+    epochs: int = 10
     lr: float = 1e-3
     seed: int = 0
 
@@ -54,10 +54,10 @@ def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) 
         "run_dir": str(out / "run"),
         "task": "counting",
         "real": {"builder": "shanghaitech", "root": str(raw), "part": "B"},
-        "caption": {"model": str(models["captioner"]), "max_new_tokens": 12, "batch_size": 8},
+        "caption": {"model": str(models["captioner"]), "max_new_tokens": 8, "batch_size": 8},
         "prompts": {"prefix": "large crowd", "suffix": "grayscale"},
         "generate": {"model": str(models["sd"]), "images_per_prompt": s.images_per_prompt, "steps": s.steps,
-                     "max_side": 128, "seed": s.seed, "chunk_size": 8, "batch_size": 4, "device": "cpu"},
+                     "max_side": 160, "seed": s.seed, "chunk_size": 8, "batch_size": 4, "device": "cpu"},
         "annotate": {"annotators": [f"counter-a:{models['counter_a']}", f"counter-b:{models['counter_b']}"],
                      "batch_size": 8, "device": "cpu"},
         "filter": {"keep_percent": s.keep_percent, "target": "counter-a"},

@@ -160,11 +160,12 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                                  private=pub.private, branch=pub.branch, dry_run=not pub.push, force=pub.force,
                                  notes=pub.notes, license=pub.license, pretty_name=pub.pretty_name,
                                  notice=pub.notice)
-            return {"local_dir": str(result.local_dir), "pushed": result.pushed, "tag": result.tag,
+            return {"local_dir": str(result.local_dir) if result.local_dir else None, "pushed": result.pushed, "tag": result.tag,
                     "commit": result.commit_oid, "rows": result.rows, "url": result.url if result.pushed else None}
 
         stages.append(Stage("publish", publish, inputs=("filter",), settings=_settings(pub),
-                            outputs=(cfg.publish_dir,), description="publication (local folder, Hub)"))
+                            outputs=(cfg.publish_dir,) if cfg.publish_dir is not None else (),
+                            description="publication (local folder, Hub)"))
 
     for name, run_cfg in cfg.train.items():
         stages.append(_train_stage(name, run_cfg, cfg))

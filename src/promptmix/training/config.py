@@ -110,7 +110,8 @@ class TrainConfig(StageConfig):
         if not self.output_dir:
             self.fail("output_dir", "a folder for the run's outputs (--output-dir)")
         if MODEL_TASKS[self.model] != self.task:
-            self.fail("model", f"a {self.task} model ({', '.join(n for n, t in MODEL_TASKS.items() if t == self.task)})")
+            allowed = ", ".join(n for n, t in MODEL_TASKS.items() if t == self.task)
+            self.fail("model", f"a {self.task} model ({allowed})")
         if self.mixing != "none" and not self.fake:
             self.fail("fake", f"a fake dataset (--fake) for mixing {self.mixing!r}")
         for name in ("epochs", "two_phase_epochs"):
@@ -227,7 +228,10 @@ def config_from_args(args: argparse.Namespace, *, task: str) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
-def build_parser(task: str, *, prog: str | None = None, description: str = "", epilog: str = "") -> argparse.ArgumentParser:
+def build_parser(task: str, *, prog: str | None = None, description: str = "",
+                 epilog: str = "") -> argparse.ArgumentParser:
+    """The argument parser of a training script for ``task`` (every TrainConfig flag but --task)."""
+    description = description or f"Train a {task} network on real + fake data."
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)

@@ -127,8 +127,15 @@ class TrainingData:
         return dataclasses.replace(self, fake=fake)
 
     def max_image_side(self, rows: int = 16) -> int:
-        sub = self.train.select_columns([schema.WIDTH, schema.HEIGHT]).select(range(min(rows, len(self.train))))
-        return int(max(max(sub[schema.WIDTH]), max(sub[schema.HEIGHT]))) if len(sub) else 0
+        """The largest side among the first ``rows`` training images (from width/height, else decoded)."""
+        n = min(rows, len(self.train))
+        if {schema.WIDTH, schema.HEIGHT} <= set(self.train.column_names):
+            sub = self.train.select_columns([schema.WIDTH, schema.HEIGHT]).select(range(n))
+            sides = [v for v in (*sub[schema.WIDTH], *sub[schema.HEIGHT]) if v is not None]
+            if len(sides) == 2 * n:
+                return int(max(sides, default=0))
+        images = self.train.select_columns([schema.IMAGE]).cast_column(schema.IMAGE, ImageFeature(decode=False))
+        return max((max(decode_image(images[i][schema.IMAGE]).shape[:2]) for i in range(n)), default=0)
 
 
 def check_real(splits: Any, task: str, ref: str) -> list[str] | None:

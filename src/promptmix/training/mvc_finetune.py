@@ -132,7 +132,8 @@ class MVCFinetuneConfig(StageConfig):
     resume: str = field("latest", runtime=True, help="'latest': continue from the newest checkpoint in output_dir "
                                                      "if any; 'never': start over; or a checkpoint folder")
     mixed_precision: str = field("auto", runtime=True, choices=("auto", "no", "fp16", "bf16"),
-                                 help="auto: fp16 on CUDA, fp32 elsewhere")
+                                 help="auto: what `accelerate launch --mixed_precision` says, else fp16 on CUDA "
+                                      "and fp32 elsewhere")
     gradient_checkpointing: bool = field(False, runtime=True, help="trade compute for U-Net memory")
     num_workers: int = field(0, runtime=True, help="data-loading worker processes")
     sample_images: int = field(4, runtime=True, help="images generated with the result for samples.png (0: none)")
@@ -484,7 +485,7 @@ def save_pipeline(unet, base: ModelSource, output_dir: str | Path) -> Path:
     output_dir = Path(output_dir)
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
         base.path, unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        torch_dtype=torch.float32)
+        dtype=torch.float32)
     (output_dir / "model_index.json").unlink(missing_ok=True)
     with atomic_path(output_dir / ".pipeline") as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
@@ -504,7 +505,7 @@ def _sample_grid(output_dir: Path, real, pairs, bank: CaptionBank, config: MVCFi
     n = min(config.sample_images, len(pairs))
     if n == 0:
         return None
-    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(str(output_dir), torch_dtype=pick_dtype(None, device))
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(str(output_dir), dtype=pick_dtype(None, device))
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     rng = random.Random(config.seed)
@@ -540,9 +541,11 @@ def is_finished(config: MVCFinetuneConfig) -> bool:
 
 
 # -- training --------------------------------------------------------------------------------------------
-def _mixed_precision(config: MVCFinetuneConfig) -> str:
+def _mixed_precision(config: MVCFinetuneConfig) -> str | None:
     if config.mixed_precision != "auto":
         return config.mixed_precision
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # as given to `accelerate launch`
     return "fp16" if pick_dtype(None, pick_device()) == torch.float16 else "no"
 
 
@@ -559,7 +562,9 @@ def finetune_mvc(config: MVCFinetuneConfig) -> Path:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config),
+    # cpu=True on machines without an accelerator makes a torchrun / accelerate launch of several
+    # processes a gloo process group instead of independent single-process runs
+    accelerator = Accelerator(cpu=pick_device().type == "cpu", mixed_precision=_mixed_precision(config),
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     try:
         return _Trainer(config, accelerator).run()
@@ -609,11 +614,10 @@ class _Trainer:
                     "never (or another output_dir) to start over")
         elif cfg.resume == "never" and acc.is_main_process and (self.out / CHECKPOINTS_DIR).is_dir():
             shutil.rmtree(self.out / CHECKPOINTS_DIR)
-        if self.resume_from is None or not (self.out / PAIRS_FILE).is_file():
-            if acc.is_main_process:
-                save_pairs(make_pairs(self.real[schema.LABEL], pairs_per_class=cfg.pairs_per_class, seed=cfg.seed),
-                           self.out)
-            acc.wait_for_everyone()
+        if acc.is_main_process and (self.resume_from is None or not (self.out / PAIRS_FILE).is_file()):
+            save_pairs(make_pairs(self.real[schema.LABEL], pairs_per_class=cfg.pairs_per_class, seed=cfg.seed),
+                       self.out)
+        acc.wait_for_everyone()
         self.pairs = load_pairs(self.out / PAIRS_FILE, num_rows=len(self.real))
         self.state = {"real": real_ref, "class_names": self.class_names, "num_pairs": len(self.pairs),
                       "num_processes": acc.num_processes, "captions": str(self.captions_folder)}

@@ -143,19 +143,20 @@ def filter_prompts(config: PromptFilterConfig) -> dict[str, Any]:
         records.append(record)
         logger.info("prompt %s: %s", pid, record)
 
-    kept_ids = {r["prompt_id"] for r in records if r["kept"]}
+    dropped_ids = {r["prompt_id"] for r in records if not r["kept"]}
     result = {"metric": f"validation/{spec.primary}", "greater_is_better": spec.greater_is_better,
               "baseline": base_value, "lr": lr, "epochs_per_prompt": config.epochs_per_prompt,
               "tolerance": config.tolerance, "prompts": records,
               "kept": sum(r["kept"] for r in records), "dropped": sum(not r["kept"] for r in records)}
-    _write_filtered_fake(train_cfg, kept_ids, out / "fake", records)
+    _write_filtered_fake(train_cfg, dropped_ids, out / "fake", records)
     write_text_atomic(out / "kept_prompts.txt", "".join(f"{r['prompt']}\n" for r in records if r["kept"]))
     write_json_atomic(out / RESULT_FILE, result)
     write_text_atomic(out / "config.yaml", config.to_yaml())
     return result
 
 
-def _write_filtered_fake(train_cfg: TrainConfig, kept_ids: set[str], out: Path, records: list[dict]) -> Path:
+def _write_filtered_fake(train_cfg: TrainConfig, dropped_ids: set[str], out: Path, records: list[dict]) -> Path:
+    """Every config of the fake dataset without the rows of the dropped prompts."""
     configs = {}
     for name in ("kept", "all"):
         try:
@@ -164,7 +165,7 @@ def _write_filtered_fake(train_cfg: TrainConfig, kept_ids: set[str], out: Path, 
             if name == train_cfg.fake_config:
                 raise
             continue
-        keep = np.isin(np.asarray(ds[schema.PROMPT_ID], dtype=object), list(kept_ids))
+        keep = ~np.isin(np.asarray(ds[schema.PROMPT_ID], dtype=object), list(dropped_ids))
         configs[name] = {"train": ds.select(np.flatnonzero(keep))}
     dropped = [r for r in records if not r["kept"]]
     body = (f"# {Path(train_cfg.fake).name} (prompt-filtered)\n\n"

@@ -99,7 +99,10 @@ def plot_curves(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     if all(h.get("train_loss", 1) > 0 for r in runs for h in r.get("history") or []):
         axes[0].set_yscale("log")
     axes[1].set(title="validation " + " / ".join(sorted(primaries)), xlabel="epoch")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -135,8 +135,8 @@ def fake_rows(task: str, prompts: Sequence[str], per_prompt: int, *, size: tuple
                 image, depth = depth_image(rng, h, w)
                 small = depth[::ANNOTATOR_STRIDE, ::ANNOTATOR_STRIDE][:sh, :sw] * scale
                 for a, name in enumerate(annotators):
-                    annotations.append({S.ANNOTATOR: name, S.DEPTH: (small * (1.0 + 0.05 * a)).astype(np.float16).tolist(),
-                                        S.OK: True})
+                    noisy = (small * (1.0 + 0.05 * a)).astype(np.float16)
+                    annotations.append({S.ANNOTATOR: name, S.DEPTH: noisy.tolist(), S.OK: True})
                 row[S.DEPTH] = small.astype(np.float16).tolist()
             else:
                 image = class_image(rng, h, w, label)

@@ -59,6 +59,7 @@ def map_backbone_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[
     """Translate a torchvision-layout state dict to ``model``'s backbone keys (others dropped)."""
     prefix = model.backbone_prefix
     own = model.state_dict()
+    skip = model.pretrained_skip() if hasattr(model, "pretrained_skip") else set()
     out = {}
     for key, value in _strip(state).items():
         if model.backbone_kind == "vgg16":
@@ -66,7 +67,7 @@ def map_backbone_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[
             target = f"{prefix}{m.group(1)}.{m.group(2)}" if m else None
         else:
             target = f"{prefix}{key}" if _RESNET_KEY.match(key) else None
-        if target is not None and target in own:
+        if target is not None and target in own and target not in skip:
             out[target] = value
     return out
 

@@ -1,0 +1,151 @@
+"""Training runs in-process with tiny models: metrics.json, the learning-rate grid, resume, two-phase,
+`promptmix report`, and prompt filtering on a case built so one prompt hurts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from promptmix.errors import InputError
+from promptmix.training.config import TrainConfig
+from promptmix.training.prompt_filter import PromptFilterConfig, filter_prompts
+from promptmix.training.synthetic import write_fake_dataset, write_real_dataset
+from promptmix.training.trainer import train
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def counting(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    real = write_real_dataset(root / "real", "counting", sizes={"train": 6, "validation": 3, "test": 3})
+    fake = write_fake_dataset(root / "fake", "counting", prompts=["p1", "p2"], per_prompt=4)
+    return real, fake
+
+
+def _config(real, fake, out, **kw):
+    base = dict(task="counting", real=str(real), fake=str(fake), mixing="promptmix", r_mix=3, model="rescsrnet",
+                width_div=16, epochs=2, batch_size=3, output_dir=str(out), report_to="none", cpu=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_lr_grid_metrics_json_and_report(counting, tmp_path, capsys):
+    real, fake = counting
+    out = tmp_path / "grid"
+    metrics = train(_config(real, fake, out, lr_grid=(1e-2, 1e-5)))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test/mae"] == metrics["test/mae"]
+    for key in ("validation/mae", "validation/rmse", "test/mae", "test/rmse"):
+        assert isinstance(saved[key], float)
+    assert saved["test/num_images"] == 3 and saved["validation/num_images"] == 3
+    search = {r["lr"]: r["validation/mae"] for r in saved["lr_search"]}
+    assert set(search) == {1e-2, 1e-5}
+    assert saved["chosen_lr"] == min(search, key=search.get)
+    assert saved["validation/mae"] == search[saved["chosen_lr"]]
+    assert [h["fake_rows"] for h in saved["history"]] == [3, 3] and [h["real_rows"] for h in saved["history"]] == [6, 6]
+    assert saved["history"][1]["lr"] == pytest.approx(saved["chosen_lr"] * 0.99)
+    for lr in ("0.01", "1e-05"):
+        assert (out / f"lr-{lr}" / "best" / "model.safetensors").exists()
+        assert (out / f"lr-{lr}" / "checkpoints" / "epoch-0002" / "trainer_state.json").exists()
+    assert TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text())).lr_grid == (1e-2, 1e-5)
+    assert "training" in json.loads((out / "manifest.json").read_text())["stages"]
+    with pytest.raises(InputError, match="already holds a training run.*--resume"):
+        train(_config(real, fake, out, lr_grid=(1e-2, 1e-5)))
+
+    base = tmp_path / "baseline"
+    train(_config(real, fake, base, mixing="none", r_mix=None, lr=1e-2))
+    from promptmix.cli import main
+
+    png = tmp_path / "curves.png"
+    assert main(["report", str(out), str(base), "--out", str(png)]) == 0
+    table = capsys.readouterr().out
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["run", "model", "mixing"] and "test/mae" in lines[0]
+    assert lines[2].startswith("grid") and "promptmix" in lines[2] and f"{saved['test/mae']:.4f}" in lines[2]
+    assert lines[3].startswith("baseline") and " none " in lines[3]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_gives_the_same_run_as_no_interruption(counting, tmp_path):
+    real, fake = counting
+    straight = train(_config(real, fake, tmp_path / "a", epochs=3, lr=3e-3))
+    train(_config(real, fake, tmp_path / "b", epochs=2, lr=3e-3))  # "interrupted" after epoch 2
+    resumed = train(_config(real, fake, tmp_path / "b", epochs=3, lr=3e-3, resume=True))
+    losses = [h["train_loss"] for h in straight["history"]]
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(losses)
+    assert resumed["test/mae"] == pytest.approx(straight["test/mae"])
+    assert resumed["validation/mae"] == pytest.approx(straight["validation/mae"])
+    again = train(_config(real, fake, tmp_path / "b", epochs=3, lr=3e-3, resume=True))  # finished: reused
+    assert again["history"] == resumed["history"]
+
+
+def test_two_phase_finetunes_on_real_rows_at_a_lower_rate(tmp_path):
+    real = write_real_dataset(tmp_path / "real", "classification", sizes={"train": 6, "validation": 3, "test": 3},
+                              size=(32, 32))
+    fake = write_fake_dataset(tmp_path / "fake", "classification", prompts=["a", "b", "c"], per_prompt=2, size=(32, 32))
+    m = train(TrainConfig(task="classification", real=str(real), fake=str(fake), mixing="two-phase", epochs=1,
+                          two_phase_epochs=1, two_phase_lr_factor=0.1, model="wrn-28-2", width_div=8, lr=1e-2,
+                          batch_size=4, output_dir=str(tmp_path / "out"), report_to="none", cpu=True))
+    h = m["history"]
+    assert [e["phase"] for e in h] == ["main", "real-finetune"]
+    assert [(e["real_rows"], e["fake_rows"]) for e in h] == [(6, 6), (6, 0)]
+    assert h[1]["lr"] == pytest.approx(1e-2 * 0.99 * 0.1)
+    assert 0.0 <= m["test/top1"] <= m["test/top5"] <= 1.0
+
+
+def test_prompt_filtering_drops_the_prompt_that_hurts(tmp_path):
+    # "a bad crowd": 24 images whose density maps say 20x the real number of heads
+    real = write_real_dataset(tmp_path / "real", "counting")
+    fake = write_fake_dataset(tmp_path / "fake", "counting", prompts=["a good crowd", "a bad crowd"], per_prompt=24,
+                              target_scale={"a bad crowd": 20.0}, all_extra=2)
+    training = TrainConfig(task="counting", real=str(real), fake=str(fake), model="rescsrnet", width_div=16, lr=1e-2,
+                           batch_size=4, output_dir=str(tmp_path / "pf"), report_to="none", cpu=True)
+    config = PromptFilterConfig(training=training, output_dir=str(tmp_path / "pf"), epochs_per_prompt=4)
+    result = filter_prompts(config)
+    by_prompt = {r["prompt"]: r for r in result["prompts"]}
+    assert by_prompt["a bad crowd"]["mae"] > result["baseline"] and not by_prompt["a bad crowd"]["kept"]
+    assert by_prompt["a good crowd"]["kept"] and by_prompt["a good crowd"]["mae"] <= result["baseline"]
+    assert (tmp_path / "pf" / "kept_prompts.txt").read_text() == "a good crowd\n"
+    from datasets import load_dataset
+
+    kept = load_dataset(str(tmp_path / "pf" / "fake"), "kept", split="train")
+    assert set(kept["prompt"]) == {"a good crowd"} and len(kept) == 24
+    everything = load_dataset(str(tmp_path / "pf" / "fake"), "all", split="train")
+    assert set(everything["prompt"]) == {"a good crowd", "discarded rows"}  # prompts never tested stay
+    on_disk = json.loads((tmp_path / "pf" / "prompt_filter.json").read_text())
+    assert on_disk["dropped"] == 1 and on_disk["baseline"] == result["baseline"]
+    assert (tmp_path / "pf" / "baseline" / "metrics.json").exists()
+
+
+def test_trackers_and_weight_checks(tmp_path, monkeypatch):
+    import importlib.util
+
+    import torch
+    from safetensors.torch import save_file
+
+    from promptmix.errors import CheckpointError
+    from promptmix.training.models import create_model
+    from promptmix.training.trainer import _trackers, load_weights
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert _trackers("auto") is None and _trackers("none") is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorboard" else None)
+    assert _trackers("auto") == ["tensorboard"] and _trackers("wandb") == ["wandb"]
+    monkeypatch.undo()
+    save_file(create_model("rescsrnet", width_div=16).state_dict(), str(tmp_path / "w.safetensors"))
+    load_weights(create_model("rescsrnet", width_div=16), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="does not fit model rescsrnet.*--width-div"):
+        load_weights(create_model("rescsrnet", width_div=8), tmp_path / "w.safetensors")
+    torch.save({}, tmp_path / "w.pth")
+    with pytest.raises(InputError, match="safetensors"):
+        load_weights(create_model("rescsrnet", width_div=16), tmp_path / "w.pth")
