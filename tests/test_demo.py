@@ -19,12 +19,14 @@ def test_demo_runs_the_pipeline_and_reports(tmp_path):
     lines: list[str] = []
     assert run_demo(tmp_path / "demo", settings=SMALL, echo=lines.append) == 0
     text = "\n".join(lines)
+    lines = text.splitlines()
     assert "TINY RANDOM models" in text and "mean nothing" in text
     stages = [line.split()[0] for line in lines if line.startswith("  ") and " ran " in line]
     assert stages == ["real", "caption", "prompts", "generate", "annotate", "filter", "publish",
                       "train.real-only", "train.promptmix"]
     table = lines[lines.index("results (test split; tiny random models, so the numbers are meaningless):") + 1:][:4]
     assert table[0].split() == ["training", "run", "test", "MAE", "test", "RMSE", "lr"]
+    assert set(table[1].replace(" ", "")) == {"-"}
     run = tmp_path / "demo" / "run"
     for name in ("real-only", "promptmix"):
         row = next(r for r in table if r.split()[0] == name)
@@ -42,6 +44,7 @@ def test_demo_runs_the_pipeline_and_reports(tmp_path):
 
     again: list[str] = []
     assert run_demo(tmp_path / "demo", settings=SMALL, echo=again.append) == 0  # second run: all cached
+    again = "\n".join(again).splitlines()
     assert sum(" cached " in line for line in again) == 9 and not any(" ran " in line for line in again)
 
 

@@ -106,16 +106,7 @@ class StageConfig:
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path, *, section: str = "") -> C:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
-        return cls.from_dict(data, section=section)
+        return cls.from_dict(read_yaml_mapping(path), section=section)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -136,6 +127,28 @@ class StageConfig:
     @classmethod
     def help_lines(cls) -> list[str]:
         return [f"{f.name}: {f.metadata.get('help', '')}" for f in dataclasses.fields(cls)]
+
+
+def read_yaml_mapping(path: str | Path, section: str | None = None) -> dict[str, Any]:
+    """Read a YAML config file whose top level must be a mapping; errors name the file and the problem.
+
+    With ``section``, a file that has that key holding a mapping (a whole-pipeline config) gives that
+    mapping; any other file is taken as the section itself (a stage-only config).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    if section is not None and isinstance(data.get(section), dict):
+        return dict(data[section])
+    return data
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

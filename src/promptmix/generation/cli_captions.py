@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
-
+from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 CAPTION_EPILOG = """\
@@ -112,15 +111,7 @@ def _prompt_config(args):
 
     data: dict = {}
     if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {args.config} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {args.config} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {args.config}: expected a mapping at the top level")
-        data = dict(loaded.get("prompts", loaded)) if isinstance(loaded.get("prompts"), dict) else dict(loaded)
+        data = read_yaml_mapping(args.config, section="prompts")
     flags = {"prefix": args.prefix, "suffix": args.suffix, "grayscale_suffix": args.grayscale_suffix,
              "color_suffix": args.color_suffix, "separator": args.separator, "manual_file": args.manual_file,
              "max_prompts": args.max_prompts, "seed": args.seed}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from ..config import read_yaml_mapping
 from ..errors import ConfigError
 
 GENERATE_EPILOG = """\
@@ -112,15 +111,7 @@ def config_from_args(args):
 
     data: dict = {}
     if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {args.config} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {args.config} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {args.config}: expected a mapping at the top level")
-        data = dict(loaded["generate"]) if isinstance(loaded.get("generate"), dict) else dict(loaded)
+        data = read_yaml_mapping(args.config, section="generate")
     for flag, key in _FLAGS.items():
         value = getattr(args, flag)
         if value is not None:

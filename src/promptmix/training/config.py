@@ -14,9 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
-from ..config import StageConfig, field
+from ..config import StageConfig, field, read_yaml_mapping
 from ..errors import ConfigError
 from ..schema import TASKS
 from .mixing import STOPPING_STRATEGIES, STRATEGIES, MixingSpec
@@ -210,15 +209,7 @@ def config_from_args(args: argparse.Namespace, *, task: str) -> TrainConfig:
     """YAML (``--config``) overridden by the flags given; ``task`` comes from the entry script."""
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
-        path = Path(args.config)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"--config {path}: file does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {path}: expected a mapping of settings; got {type(loaded).__name__}")
+        loaded = read_yaml_mapping(args.config)
         data.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     if data.get("task", task) != task:
         raise ConfigError(f"task: this script trains a {task} model but the config file says {data['task']!r}")
