@@ -42,12 +42,12 @@ def toy_run(tiny_models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mvc-e2e")
     write_toy_inputs(folder, tiny_models)
     cwd = os.getcwd()
-    os.chdir(folder)
+    os.chdir(folder)  # the config's paths are relative to where `promptmix run` starts
     try:
         assert main(["run", str(CONFIG)]) == 0
-        yield folder / "runs" / "mvc-toy"
     finally:
         os.chdir(cwd)
+    return folder / "runs" / "mvc-toy"
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -61,12 +61,17 @@ def test_the_fine_tuned_generator_is_a_pix2pix_pipeline(toy_run):
     assert pipe.unet.config.in_channels == 8
     state = json.loads((toy_run / "finetune" / "training.json").read_text())
     assert state["status"] == "finished" and state["global_step"] == 2 and state["class_names"] == ["cat", "dog"]
-    # pairs are drawn from the reduced train split (8 images): 4 per class
+    # one pair per training image of the reduced train split, within its class
+    real = load_dataset(str(toy_run / "real"), split="train")
+    assert len(real) <= 8
     pairs = Dataset.from_parquet(str(toy_run / "finetune" / "pairs.parquet"))
-    assert sorted(pairs[S.LABEL]) == [0] * 4 + [1] * 4
+    labels = list(real[S.LABEL])
+    assert sorted(pairs[S.LABEL]) == sorted(labels)
+    assert all(labels[c] == labels[t] == y for c, t, y in
+               zip(pairs[S.CONDITIONING_INDEX], pairs[S.TARGET_INDEX], pairs[S.LABEL]))
 
 
-def test_rows_are_image_conditioned_mvc_rows_that_reproduce(toy_run, capsys):
+def test_rows_are_image_conditioned_mvc_rows_that_reproduce(toy_run, capsys, monkeypatch):
     from promptmix.cli import main
 
     rows = _rows(toy_run / "images")
@@ -79,7 +84,8 @@ def test_rows_are_image_conditioned_mvc_rows_that_reproduce(toy_run, capsys):
         assert label_of[row[S.CONDITIONING_IMAGE_ID]] == row[S.LABEL]  # conditioning image of the row's class
         assert row[S.PROMPT].startswith("This is an image of " + ["cat", "dog"][row[S.LABEL]])
     capsys.readouterr()
-    assert main(["reproduce", str(toy_run), "--row", "4"]) == 0
+    monkeypatch.chdir(toy_run.parent.parent)  # the run's recorded paths are relative, as the config's are
+    assert main(["reproduce", "runs/mvc-toy", "--row", "4"]) == 0
     out = capsys.readouterr().out
     assert "MATCH" in out and "MISMATCH" not in out
 
@@ -100,7 +106,7 @@ def test_both_annotators_labelled_every_row_and_the_filter_kept_75_percent(toy_r
     assert kept[S.LABEL] == [r[S.LABEL] for r in fake_all if r[S.KEPT]]  # the generated-for class
 
 
-def test_baseline_and_the_three_mvc_strategies_trained_and_compare_in_a_report(toy_run, capsys):
+def test_baseline_and_the_three_mvc_strategies_trained_and_compare_in_a_report(toy_run, capsys, monkeypatch):
     from promptmix.cli import main
     from promptmix.training.report import report_table
 
@@ -116,13 +122,9 @@ def test_baseline_and_the_three_mvc_strategies_trained_and_compare_in_a_report(t
     assert len(lines) == 2 + len(STRATEGIES) and "test/top1" in lines[0]
     assert [line.split()[0] for line in lines[2:]] == list(STRATEGIES)
     # a second run of the same config changes nothing
-    cwd = os.getcwd()
-    os.chdir(toy_run.parent.parent)
-    try:
-        capsys.readouterr()
-        assert main(["run", str(CONFIG)]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(toy_run.parent.parent)
+    capsys.readouterr()
+    assert main(["run", str(CONFIG)]) == 0
     out = capsys.readouterr().out
     stage_lines = [line.split() for line in out.splitlines() if line.startswith("  ")]
     assert stage_lines and all(parts[1] == "cached" for parts in stage_lines)

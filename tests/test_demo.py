@@ -35,7 +35,7 @@ def test_demo_runs_the_pipeline_and_reports(tmp_path):
     # where everything is: every path printed exists
     card = run / "publish" / "README.md"
     assert f"dataset card                {card}" in text and "(missing)" not in text
-    assert "version: 0.1.0" in card.read_text() or "0.1.0" in card.read_text()
+    assert "(git tag `v0.1.0`" in card.read_text()  # published as version 0.1.0
     assert (run / "publish" / "assets" / "samples.png").stat().st_size > 0
     assert "generate.model: stabilityai/stable-diffusion-2-1-base" in text  # the one-line change
     raw = tmp_path / "demo" / "raw" / "part_B"

@@ -183,7 +183,8 @@ def test_finetune_two_steps_saves_a_pix2pix_pipeline_and_resumes(tiny_models, mv
     state = json.loads((out / mf.STATE_FILE).read_text())
     assert state["status"] == "finished" and state["global_step"] == 2 and state["class_names"] == CLASSES
     assert [p.name for p in mf.list_checkpoints(out)] == ["checkpoint-1", "checkpoint-2"]
-    assert "base_model: " in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "library_name: diffusers" in card and f"base model: `{tiny_models['sd']}`" in card
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["finetune"]["steps"] == 2
 
@@ -222,8 +223,8 @@ def test_inputs_are_checked_with_clear_errors(tiny_models, mvc_run, tmp_path):
     # a class with a single caption cannot be mixed
     from promptmix.generation.mvc import MVCConfig
 
-    caps = Dataset.from_dict({schema.CAPTION: ["a cat", "a cat too", "a dog"], schema.LABEL: [0, 0, 1]})
-    with pytest.raises(InputError, match="class 'dog' .* 1 caption"):
+    caps = Dataset.from_dict({schema.CAPTION: ["a cat", "a cat too", "a dog", " a dog"], schema.LABEL: [0, 0, 1, 1]})
+    with pytest.raises(InputError, match="class 'dog' .* 1 distinct caption"):
         mf.CaptionBank.build(caps, CLASSES, MVCConfig(), None, None, "cpu", labels_needed=[0, 1])
 
 

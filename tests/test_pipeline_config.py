@@ -80,6 +80,8 @@ def test_sections_are_the_stage_configs_with_wired_keys():
     ("real.part", "C", "real.part: expected one of None, 'A', 'B'; got 'C'"),
     ("real.root", _DELETE, "real.root: expected a value for builder 'shanghaitech' (it needs root, part)"),
     ("real.mat", "x.mat", "real.mat: expected nothing for builder 'shanghaitech'"),
+    ("real.options", {"validation_fraction": 0.2, "max_sid": 9},
+     "real.options.max_sid: not an option of build_shanghaitech; allowed: seed, validation_fraction"),
     ("task", "depth", "task: real.builder 'shanghaitech' gives a counting dataset; got 'depth'"),
     ("caption", _DELETE, "caption: required key is missing"),
     ("run_dir", _DELETE, "run_dir: required key is missing"),
@@ -178,3 +180,11 @@ def test_cli_check_and_error_exit(tmp_path, capsys):
     path.write_text(yaml.safe_dump(with_value("real.root", str(tmp_path / "nope"), data)))
     assert main(["run", str(path), "--check"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_refuses_to_start_under_a_distributed_launcher(monkeypatch):
+    from promptmix.pipeline import run_pipeline
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="runs in one process .*accelerate launch -m promptmix generate"):
+        run_pipeline(PipelineConfig.from_dict(BASE))

@@ -76,8 +76,10 @@ def test_changed_stage_clears_its_stale_outputs_first(tmp_path):
 
 
 def test_interrupted_stage_resumes_without_clearing(tmp_path):
+    lines = []
     with pytest.raises(RuntimeError):
-        run_stages(tmp_path, Toy(tmp_path, fail={"c"}).stages())
+        run_stages(tmp_path, Toy(tmp_path, fail={"c"}).stages(), echo=lines.append)
+    assert lines[-1].split()[:2] == ["c", "failed"] and "rerun the same command" in lines[-1]
     assert PipelineState(tmp_path).get("c")["status"] == "running"
     (tmp_path / "c" / "chunk-0.bin").write_bytes(b"finished chunk")
     toy = Toy(tmp_path)
@@ -164,3 +166,53 @@ def test_files_fingerprint_follows_content_not_timestamps(tmp_path):
     assert files_fingerprint([root], cache) != first
     with pytest.raises(InputError, match="does not exist"):
         files_fingerprint([tmp_path / "nope"])
+
+
+def test_outputs_of_the_stage_own_command_are_adopted(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "chunk-0.bin").write_bytes(b"made by `promptmix a` under accelerate launch")
+    toy = Toy(tmp_path)
+    stages = toy.stages()
+    stages[0].adoptable = lambda: (tmp_path / "a" / "chunk-0.bin").exists()
+    res = run_stages(tmp_path, stages)
+    assert statuses(res)["a"] == RAN and res[0].reason == "adopted the outputs already there"
+    assert (tmp_path / "a" / "chunk-0.bin").exists()  # not cleared: the stage resumed from it
+    stages = Toy(tmp_path).stages()
+    stages[0].adoptable = lambda: False
+    assert statuses(run_stages(tmp_path, stages))["a"] == CACHED  # recorded now
+
+
+@pytest.mark.slow
+def test_generation_run_by_its_own_command_is_adopted_by_promptmix_run(tmp_path, tiny_models):
+    """The multi-GPU recipe: `promptmix run --until prompts`, then `[accelerate launch -m] promptmix generate`
+    on the same run folder, then `promptmix run` picks the images up instead of generating them again."""
+    import yaml
+
+    from promptmix.cli import main
+    from promptmix.pipeline import load_config, run_pipeline
+    from promptmix.testing.raw_datasets import write_shanghaitech_raw
+
+    raw = write_shanghaitech_raw(tmp_path / "raw", part="B", n_train=4, n_test=2, size=(64, 48), seed=1)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"),
+        "real": {"builder": "shanghaitech", "root": str(raw), "part": "B"},
+        "caption": {"model": str(tiny_models["captioner"]), "max_new_tokens": 5},
+        "generate": {"model": str(tiny_models["sd"]), "images_per_prompt": 2, "steps": 2, "max_side": 64,
+                     "chunk_size": 2, "device": "cpu"},
+        "annotate": {"annotators": [f"a:{tiny_models['counter_a']}"], "device": "cpu"},
+        "filter": {"keep_percent": 100},
+    }))
+    run = tmp_path / "run"
+    run_pipeline(load_config(cfg_path), until_stage="prompts")
+    assert main(["generate", "--config", str(cfg_path), "--prompts", str(run / "prompts"), "--out", str(run)]) == 0
+    chunks = {p: p.stat().st_mtime_ns for p in (run / "images").glob("chunk-*.parquet")}
+    assert len(chunks) >= 2
+    result = run_pipeline(load_config(cfg_path))
+    gen = result.result("generate")
+    assert (gen.status, gen.reason) == (RAN, "adopted the outputs already there")
+    assert {p: p.stat().st_mtime_ns for p in (run / "images").glob("chunk-*.parquet")} == chunks  # not redone
+    import pyarrow.parquet as pq
+
+    generated = sum(pq.ParquetFile(p).metadata.num_rows for p in chunks)
+    assert result.result("filter").status == RAN and result.records["filter"]["rows"] == generated

@@ -21,8 +21,9 @@ from promptmix.training.mvc_finetune import MVCFinetuneConfig, finetune_mvc
 
 EPILOG = """\
 examples:
-  # one GPU or CPU, settings in a file (keys at the top level or under `finetune:`)
-  accelerate launch training/finetune_mvc.py --config configs/mvc_toy_classification.yaml
+  # one GPU or CPU: the `finetune:` section of a pipeline config, plus the keys the pipeline wires
+  accelerate launch training/finetune_mvc.py --config configs/mvc_toy_classification.yaml \
+      --captions runs/mvc-toy --output-dir runs/mvc-toy/finetune
 
   # several GPUs, flags only (the captions come from `promptmix caption --real DATA --out RUN`)
   accelerate launch --multi_gpu --num_processes 4 training/finetune_mvc.py \\
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune_mvc.py", description=__doc__.splitlines()[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML settings file (MVCFinetuneConfig keys, at the top level or "
+    parser.add_argument("--config", type=Path, metavar="YAML", help="YAML settings file (MVCFinetuneConfig keys, at the top level or "
                                                     "under a `finetune:` section of a pipeline config)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v for INFO logs, -vv for DEBUG")
     hints = typing.get_type_hints(MVCFinetuneConfig)
@@ -54,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         meta = f.metadata
         extra = f" (one of {', '.join(map(str, meta['choices']))})" if meta.get("choices") else ""
         default = "" if f.default is dataclasses.MISSING else f"; default {f.default!r}"
-        kind = "str" if hints[f.name] in (str, str | None) else "yaml"
-        parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.upper(),
-                            help=f"{meta.get('help', '')}{extra}{default}" + ("" if kind == "str" else
-                                                                              " (YAML value: 10, true, null...)"))
+        hint = hints[f.name]
+        metavar = {bool: "true|false", int: "N", int | None: "N|null", float: "X"}.get(hint, "TEXT")
+        parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=metavar,
+                            help=f"{meta.get('help', '')}{extra}{default}")
     return parser
 
 

@@ -107,15 +107,16 @@ def adaptive_sigmas(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _kernels(centres: np.ndarray, sigmas: np.ndarray, size: int, truncate: float,
-             renormalise: bool) -> np.ndarray:
+             renormalise: bool, dtype: Any = np.float64) -> np.ndarray:
     """Dense (N, size) matrix whose row i is head i's 1-D Gaussian along one axis, clipped by the frame.
 
     Values equal scipy's ``_gaussian_kernel1d(sigma, 0, int(truncate * sigma + 0.5))`` placed at the
     centre (normalised over the whole kernel); with ``renormalise`` each row is divided by its
     in-frame sum instead. A sigma <= 1e-15 is a delta, as ``gaussian_filter`` skips such an axis.
+    Values are computed in float64 and stored as ``dtype``.
     """
     n = len(centres)
-    out = np.zeros((n, size), dtype=np.float64)
+    out = np.zeros((n, size), dtype=dtype)
     if n == 0:
         return out
     delta = sigmas <= 1e-15
@@ -195,8 +196,8 @@ def density_map(points: Any, height: int, width: int, sigma: float | Literal["ad
     for start in range(0, len(pix), _HEADS_PER_CHUNK):
         p = pix[start:start + _HEADS_PER_CHUNK]
         s = sigmas[start:start + _HEADS_PER_CHUNK]
-        ky = _kernels(p[:, 0], s, h, truncate, renorm).astype(work)
-        kx = _kernels(p[:, 1], s, w, truncate, renorm).astype(work)
+        ky = _kernels(p[:, 0], s, h, truncate, renorm, work)
+        kx = _kernels(p[:, 1], s, w, truncate, renorm, work)
         delta = s <= 1e-15
         r = np.where(delta, 0, (truncate * np.where(delta, 0.0, s) + 0.5).astype(np.int64))
         rows = np.stack([np.clip(p[:, 0] - r, 0, h - 1), np.clip(p[:, 0] + r, 0, h - 1)], axis=1)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import datasets
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 
@@ -81,22 +80,11 @@ class CaptionConfig(StageConfig):
 
 # -- the real dataset ---------------------------------------------------------------------------------
 def load_real_split(ref: str, revision: str | None, split: str) -> datasets.Dataset:
-    """The ``split`` of a real dataset (folder or Hub id), checked to have image and image_id columns.
+    """The ``split`` of a real dataset (folder or Hub id, via ``promptmix.builders.load_real``), checked to
+    have image and image_id columns."""
+    from ..builders import load_real
 
-    Uses ``promptmix.builders.load_real`` when it exists, else ``datasets.load_dataset``.
-    """
-    try:
-        from ..builders import load_real  # type: ignore[attr-defined]
-    except ImportError:
-        load_real = None
-    if load_real is not None:
-        loaded = load_real(ref, revision)
-    else:
-        path = Path(ref).expanduser()
-        try:
-            loaded = datasets.load_dataset(str(path) if path.exists() else ref, revision=revision)
-        except Exception as exc:
-            raise InputError(f"real dataset {ref!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+    loaded = load_real(ref, revision)
     if isinstance(loaded, (datasets.DatasetDict, dict)):
         if split not in loaded:
             raise InputError(f"real dataset {ref!r} has no split {split!r}; it has {sorted(loaded)}")
@@ -116,36 +104,18 @@ _load_split = load_real_split  # name used by callers written before it was publ
 
 
 def _task_and_classes(ds: datasets.Dataset) -> tuple[str, list[str] | None]:
-    try:
-        from ..builders import task_of  # type: ignore[attr-defined]
-    except ImportError:
-        task_of = None
-    names = None
+    from ..builders import task_of
+
     label_feat = ds.features.get(schema.LABEL)
-    if isinstance(label_feat, datasets.ClassLabel):
-        names = list(label_feat.names)
-    if task_of is not None:
-        task = task_of(ds.features)
-    elif names is not None:
-        task = "classification"
-    elif schema.POINTS in ds.features:
-        task = "counting"
-    elif schema.DEPTH in ds.features:
-        task = "depth"
-    else:
-        raise InputError(f"cannot tell the task of a dataset with columns {list(ds.features)}")
-    return task, names
-
-
-def _is_grayscale(image) -> bool:
-    if image.mode in ("L", "LA", "1", "I", "I;16", "F"):
-        return True
-    arr = np.asarray(image.convert("RGB"))
-    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    names = list(label_feat.names) if isinstance(label_feat, datasets.ClassLabel) else None
+    return task_of(ds.features), names
 
 
 def source_rows(ds: datasets.Dataset, task: str) -> list[dict]:
-    """``schema.SOURCES`` rows of every image, from the dataset's columns (computed from the image if missing)."""
+    """``schema.SOURCES`` rows of every image, from the dataset's columns (computed from the image if missing:
+    ``promptmix.builders.image_meta``, the JPEG quality from the quantization tables)."""
+    from ..builders import image_meta
+
     have = [c for c in _META if c in ds.column_names]
     cols = [schema.IMAGE_ID] + have + ([schema.LABEL] if task == "classification" else [])
     meta = ds.select_columns(cols).to_dict()
@@ -155,8 +125,7 @@ def source_rows(ds: datasets.Dataset, task: str) -> list[dict]:
         images = ds.select_columns([schema.IMAGE])
         for i in progress(range(len(ds)), desc="reading image sizes", unit="img"):
             image = images[i][schema.IMAGE]
-            computed = {schema.WIDTH: image.width, schema.HEIGHT: image.height, schema.JPEG_QUALITY: None,
-                        schema.IS_GRAYSCALE: _is_grayscale(image)}
+            computed = image_meta(image)
             for c in missing:
                 meta.setdefault(c, [None] * len(ds))[i] = computed[c]
     rows = []

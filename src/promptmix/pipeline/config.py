@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..annotation.filter import FilterConfig
-from ..config import StageConfig, field
+from ..config import StageConfig, field, read_yaml_mapping
 from ..errors import ConfigError, InputError
 from ..generation.captions import CaptionConfig
 from ..generation.config import GenerateConfig
@@ -52,7 +52,8 @@ BUILDER_TASK = {"shanghaitech": "counting", "ucf-qnrf": "counting", "nyu-depth-v
 #: which keys each builder needs (the others must be left out)
 BUILDER_KEYS = {"shanghaitech": ("root", "part"), "ucf-qnrf": ("root",), "nyu-depth-v2": ("mat",),
                 "imagefolder": ("root",), "hub": ("dataset",), "folder": ("path",)}
-STAGE_ORDER = ("real", "caption", "prompts", "finetune", "generate", "annotate", "filter", "publish", "train")
+BUILDER_FUNCTIONS = {"shanghaitech": "build_shanghaitech", "ucf-qnrf": "build_ucf_qnrf",
+                     "nyu-depth-v2": "build_nyu_depth_v2", "imagefolder": "build_imagefolder", "hub": "build_from_hub"}
 
 
 @dataclasses.dataclass
@@ -70,15 +71,16 @@ class RealConfig(StageConfig):
     part: str | None = field(None, help="shanghaitech: A or B", choices=(None, "A", "B"))
     mat: Path | None = field(None, help="nyu-depth-v2: nyu_depth_v2_labeled.mat")
     dataset: str | None = field(None, help="hub: dataset id, e.g. uoft-cs/cifar10")
-    revision: str | None = field(None, help="hub: dataset revision (branch, tag or commit)")
+    revision: str | None = field(None, help="hub, folder (a Hub id): dataset revision (branch, tag or commit)")
     path: str | None = field(None, help="folder: a built real dataset (folder or Hub id), e.g. runs/shtb/real")
     reduced: int | None = field(None, help="imagefolder, hub: keep this many training images, a seeded class-"
                                            "balanced subset (e.g. 4000 for 'CIFAR reduced')")
-    skip_bad: bool = field(False, help="shanghaitech: skip images whose annotation file is unreadable instead "
-                                       "of stopping")
+    skip_bad: bool = field(False, help="skip unreadable images / annotation files (listed in the dataset's README) "
+                                       "instead of stopping")
     options: dict[str, Any] = field(default_factory=dict,
-                                    help="further keyword arguments of the builder function (see `promptmix real "
-                                         "BUILDER --help`), e.g. {validation_fraction: 0.2}")
+                                    help="further keyword arguments of the builder function (promptmix.builders."
+                                         "build_*), e.g. {validation_fraction: 0.2, seed: 42} or, for hub, "
+                                         "{image_column: img, label_column: fine_label}")
     out: Path | None = field(None, help="where the built dataset goes (default RUN/real); not used by 'folder'",
                              runtime=True)
 
@@ -88,8 +90,9 @@ class RealConfig(StageConfig):
             if getattr(self, key) in (None, ""):
                 self.fail(key, f"a value for builder {self.builder!r} (it needs {', '.join(need)})")
         allowed = set(need) | {"builder", "options", "out"} | ({"revision", "reduced"} if self.builder == "hub" else set()) \
+            | ({"revision"} if self.builder == "folder" else set()) \
             | ({"reduced"} if self.builder == "imagefolder" else set()) \
-            | ({"skip_bad"} if self.builder == "shanghaitech" else set())
+            | ({"skip_bad"} if self.builder != "folder" else set())
         for f in dataclasses.fields(self):
             if f.name in allowed:
                 continue
@@ -99,6 +102,19 @@ class RealConfig(StageConfig):
             self.fail("reduced", "null or an integer >= 1")
         if not isinstance(self.options, dict):
             self.fail("options", "a mapping of builder keyword arguments")
+        if self.builder != "folder":
+            import inspect
+
+            from .. import builders
+
+            func = getattr(builders, BUILDER_FUNCTIONS[self.builder])
+            params = inspect.signature(func).parameters
+            taken = {"out", "root", "part", "mat", "dataset", "reduced", "revision", "skip_bad"}
+            allowed_opts = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in taken)
+            for key in self.options:
+                if key not in allowed_opts:
+                    raise ConfigError(f"real.options.{key}: not an option of {func.__name__}; allowed: "
+                                      f"{', '.join(allowed_opts) or '(none)'}")
 
     @property
     def task(self) -> str | None:
@@ -401,14 +417,7 @@ def load_config(path: str | Path, *, overrides: list[str] | None = None) -> Pipe
     Example: ``load_config("shtb.yaml", overrides=["generate.images_per_prompt=2", "run_dir=/tmp/x"])``.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path)
     for item in overrides or []:
         apply_override(data, item)
     try:

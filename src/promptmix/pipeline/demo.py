@@ -169,7 +169,7 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
     echo("to use real models, change one line per model in the config, e.g.:")
     for key, value in REAL_MODELS.items():
         echo(f"  {key}: {value}")
-    echo(f"and set real.root to a ShanghaiTech download; or start from configs/promptmix_shtb.yaml.")
+    echo("and set real.root to a ShanghaiTech download; or start from configs/promptmix_shtb.yaml.")
     echo(f"demo finished in {seconds:.0f} s")
     (run_dir / "pipeline" / "demo-summary.json").write_text(
         json.dumps({"seconds": round(seconds, 1), "records": result.records}, indent=2, default=str) + "\n")

@@ -55,6 +55,10 @@ class Stage:
     run folder are removed when the stage must rerun with another key. ``external`` returns a
     fingerprint of files outside the run folder that the stage reads (raw downloads), or None.
     ``group`` is the name ``--from``/``--until`` use (``train`` for every ``train.NAME`` run).
+    ``adoptable`` says whether outputs found without a record (written by the stage's own command,
+    e.g. ``accelerate launch -m promptmix generate`` on the same run folder) are this stage's own
+    kind of output: the stage then runs on them (it checks they fit its config and resumes) instead
+    of the runner refusing to touch them.
     """
 
     name: str
@@ -65,6 +69,7 @@ class Stage:
     external: Callable[[], Any] | None = None
     group: str = ""
     description: str = ""
+    adoptable: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self.group = self.group or self.name
@@ -75,14 +80,14 @@ class Stage:
 @dataclasses.dataclass
 class StageResult:
     name: str
-    status: str  # ran | cached | skipped | would run
+    status: str  # ran | cached | skipped | would run | failed | interrupted
     key: str | None = None
     seconds: float = 0.0
     reason: str = ""
 
     def line(self, width: int = 12) -> str:
         """``  generate      ran      12.3 s`` — the line ``promptmix run`` prints per stage."""
-        detail = f"{self.seconds:7.1f} s" if self.status == RAN else ""
+        detail = f"{self.seconds:7.1f} s" if self.status in (RAN, "failed", "interrupted") else ""
         if self.reason:
             detail = f"{detail}  ({self.reason})" if detail else f"({self.reason})"
         return f"  {self.name:<{width}} {self.status:<9} {detail}".rstrip()
@@ -269,7 +274,16 @@ def run_stages(run_dir: str | os.PathLike, stages: Sequence[Stage], *, from_stag
                 result = StageResult(stage.name, SKIPPED, key, reason=f"before --from {from_stage}; up to date")
             else:
                 forced = (i_from is not None) or any(inp in ran for inp in stage.inputs)
-                result = _run_one(stage, run_dir, state, keys, forced)
+                t0 = time.perf_counter()
+                try:
+                    result = _run_one(stage, run_dir, state, keys, forced)
+                except BaseException as exc:
+                    interrupted = isinstance(exc, KeyboardInterrupt)
+                    say(StageResult(stage.name, "interrupted" if interrupted else "failed",
+                                    seconds=time.perf_counter() - t0,
+                                    reason="rerun the same command to resume" if interrupted else
+                                    "finished work is kept: fix the error and rerun the same command").line(width))
+                    raise
                 keys[stage.name] = result.key
                 if result.status == RAN:
                     ran.add(stage.name)
@@ -298,16 +312,19 @@ def _run_one(stage: Stage, run_dir: Path, state: PipelineState, keys: dict[str, 
     if rec and rec.get("status") == "done" and rec.get("key") == key and _outputs_exist(stage) and not forced:
         return StageResult(stage.name, CACHED, key, reason=f"key {key}")
     resume = bool(rec) and rec.get("status") == "running" and rec.get("key") == key
+    adopted = False
     if rec is None:
         stray = [p for p in _owned_outputs(stage, run_dir) if p.exists()]
-        if stray:
+        if stray and not (stage.adoptable is not None and stage.adoptable()):
             raise InputError(f"{stray[0]} exists but was not written by `promptmix run` (no record of stage "
                              f"{stage.name!r} in {state.path}); move it away or choose another run_dir")
+        adopted = bool(stray)
     elif not resume:
         removed = clear_outputs(stage, run_dir)
         if removed:
             logger.info("%s: removed stale outputs %s", stage.name, ", ".join(map(str, removed)))
-    reason = "resumed" if resume else ("inputs changed" if forced and rec else "")
+    reason = ("resumed" if resume else "adopted the outputs already there" if adopted
+              else "inputs changed" if forced and rec else "")
     state.set(stage.name, {"key": key, "status": "running", "started_at": _now(),
                            "outputs": [_rel(p, run_dir) for p in stage.outputs]})
     t0 = time.perf_counter()
@@ -412,6 +429,11 @@ def run_pipeline(config, *, from_stage: str | None = None, until_stage: str | No
     from .config import PipelineConfig, load_config
     from .stages import build_stages
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("`promptmix run` runs in one process (WORLD_SIZE is "
+                          f"{os.environ['WORLD_SIZE']}); launch the heavy stages on several GPUs with their own "
+                          "commands on the same run folder (`accelerate launch -m promptmix generate ...`), then "
+                          "`promptmix run` again adopts what they wrote (docs/PIPELINE.md)")
     if not isinstance(config, PipelineConfig):
         config = load_config(config)
     config.check_inputs()

@@ -45,38 +45,45 @@ def _real_stage(cfg: PipelineConfig) -> Stage:
         paths = list(real.local_inputs())
         if real.builder == "folder" and Path(real.path).exists():
             paths = [Path(real.path)]
-        return files_fingerprint(paths, fp_cache) if paths else None
+        # the stat cache is kept once a run has started (--plan on a new folder writes nothing)
+        cache = fp_cache if fp_cache.parent.is_dir() else None
+        return files_fingerprint(paths, cache) if paths else None
 
     def run():
         from .. import builders
+        from ..errors import InputError
 
         opts = dict(real.options)
+        if real.builder != "folder":
+            opts.setdefault("skip_bad", real.skip_bad)
         if real.builder == "shanghaitech":
-            builders.build_shanghaitech(real.root, real.part, out, skip_bad=real.skip_bad, **opts)
+            report = builders.build_shanghaitech(real.root, real.part, out, **opts)
         elif real.builder == "ucf-qnrf":
-            builders.build_ucf_qnrf(real.root, out, **opts)
+            report = builders.build_ucf_qnrf(real.root, out, **opts)
         elif real.builder == "nyu-depth-v2":
-            builders.build_nyu_depth_v2(real.mat, out, **opts)
+            report = builders.build_nyu_depth_v2(real.mat, out, **opts)
         elif real.builder == "imagefolder":
-            builders.build_imagefolder(real.root, out, reduced=real.reduced, **opts)
+            report = builders.build_imagefolder(real.root, out, reduced=real.reduced, **opts)
         elif real.builder == "hub":
-            if real.revision is not None:
-                opts["revision"] = real.revision
-            if real.reduced is not None:
-                opts["reduced"] = real.reduced
-            builders.build_from_hub(real.dataset, out, **opts)
-        ds = builders.load_real(str(out) if real.builder != "folder" else real.path)
-        task = builders.task_of(ds["train"].features)
-        if task != cfg.task:
-            from ..errors import InputError
-
-            raise InputError(f"real: {out} is a {task} dataset but the config's task is {cfg.task}")
-        return {"out": str(out), "rows": {split: len(d) for split, d in ds.items()}, "task": task}
+            report = builders.build_from_hub(real.dataset, out, reduced=real.reduced, revision=real.revision, **opts)
+        else:  # folder: a dataset built before, used as it is
+            ds = builders.load_real(real.path, revision=real.revision)
+            task = builders.task_of(ds)
+            if task != cfg.task:
+                raise InputError(f"real.path: {real.path} is a {task} dataset but the config's task is {cfg.task}")
+            return {"out": str(real.path), "rows": {split: len(d) for split, d in ds.items()}, "task": task}
+        if report.task != cfg.task:
+            raise InputError(f"real: the {real.builder} builder made a {report.task} dataset but the config's task "
+                             f"is {cfg.task}")
+        for line in report.summary().splitlines()[1:]:
+            logger.info("real: %s", line.strip())
+        return {"out": str(out), "rows": dict(report.rows), "task": report.task, "skipped": len(report.skipped),
+                "class_names": report.class_names}
 
     settings = {**_settings(real), "task": cfg.task}
     outputs = () if real.builder == "folder" else (out,)
     return Stage("real", run, settings=settings, outputs=outputs, external=external,
-                 description=f"real dataset ({real.builder}) -> {out}")
+                 description=f"real dataset ({real.builder}) -> {out}", adoptable=_has(out / "README.md"))
 
 
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
@@ -91,7 +98,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         return {"out": str(out)}
 
     stages.append(Stage("caption", caption, inputs=("real",), settings=_settings(cfg.caption, WIRED["caption"]),
-                        outputs=(run_dir / "captions",), description="captions of the real train split"))
+                        outputs=(run_dir / "captions",), description="captions of the real train split",
+                        adoptable=_has(run_dir / "captions" / "info.json", run_dir / "captions" / ".work-*")))
 
     def prompts():
         from ..generation.prompts import build_prompt_bag, load_prompt_bag
@@ -100,7 +108,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         return {"out": str(out), "prompts": len(load_prompt_bag(out))}
 
     stages.append(Stage("prompts", prompts, inputs=("caption",), settings=_settings(cfg.prompts),
-                        outputs=(run_dir / "prompts",), description="the prompt bag"))
+                        outputs=(run_dir / "prompts",), description="the prompt bag",
+                        adoptable=_has(run_dir / "prompts" / "info.json")))
 
     gen_inputs = ["prompts"]
     gen_wired = WIRED["generate"]
@@ -112,7 +121,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
 
         stages.append(Stage("finetune", finetune, inputs=("caption", "real"),
                             settings=_settings(cfg.finetune, WIRED["finetune"]), outputs=(cfg.finetune_out,),
-                            description="MVC fine-tuning of the generator"))
+                            description="MVC fine-tuning of the generator",
+                            adoptable=_has(cfg.finetune_out / "training.json", cfg.finetune_out / "checkpoints")))
         gen_inputs.append("finetune")
         gen_wired = (*gen_wired, "model")
 
@@ -123,7 +133,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         return _jsonable_report(report)
 
     stages.append(Stage("generate", generate, inputs=tuple(gen_inputs), settings=_settings(cfg.generate, gen_wired),
-                        outputs=(run_dir / "images",), description="images (resumable chunks)"))
+                        outputs=(run_dir / "images",), description="images (resumable chunks)",
+                        adoptable=_has(run_dir / "images" / "plan.json")))
 
     if cfg.annotate is not None:
         ann = cfg.annotate
@@ -133,11 +144,13 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
 
             report = annotate_run(run_dir, ann.annotators, batch_size=ann.batch_size, device=ann.device,
                                   dtype=ann.dtype, revision=ann.revision)
+            _check_annotators(run_dir, ann.names())
             return {"annotators": [a.name for a in report.annotators],
                     "rows": {a.name: a.rows for a in report.annotators}}
 
         stages.append(Stage("annotate", annotate, inputs=("generate",), settings=_settings(ann),
-                            outputs=(run_dir / "annotations",), description="annotations (resumable chunks)"))
+                            outputs=(run_dir / "annotations",), description="annotations (resumable chunks)",
+                            adoptable=_has(run_dir / "annotations" / "*" / "annotator.json")))
 
     if cfg.filter is not None:
         def filter_():
@@ -148,7 +161,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
                     "target": report.target, "threshold": report.threshold}
 
         stages.append(Stage("filter", filter_, inputs=("annotate",), settings=_settings(cfg.filter),
-                            outputs=(cfg.fake_out,), description="quality filtering -> fake dataset"))
+                            outputs=(cfg.fake_out,), description="quality filtering -> fake dataset",
+                            adoptable=_has(cfg.fake_out / "README.md")))
 
     if cfg.publish is not None:
         pub = cfg.publish
@@ -165,7 +179,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
 
         stages.append(Stage("publish", publish, inputs=("filter",), settings=_settings(pub),
                             outputs=(cfg.publish_dir,) if cfg.publish_dir is not None else (),
-                            description="publication (local folder, Hub)"))
+                            description="publication (local folder, Hub)",
+                            adoptable=_has(cfg.publish_dir / "provenance.json") if cfg.publish_dir else None))
 
     for name, run_cfg in cfg.train.items():
         stages.append(_train_stage(name, run_cfg, cfg))
@@ -184,9 +199,31 @@ def _train_stage(name: str, run_cfg, cfg: PipelineConfig) -> Stage:
         keep = {k: v for k, v in metrics.items() if k.startswith(("test/", "validation/"))}
         return {"output_dir": run_cfg.output_dir, "chosen_lr": metrics.get("chosen_lr"), **keep}
 
+    out = Path(run_cfg.output_dir)
     return Stage(f"train.{name}", run, inputs=inputs, settings=_settings(run_cfg, WIRED["train"]),
-                 outputs=(Path(run_cfg.output_dir),), group="train",
-                 description=f"training run {name!r} ({run_cfg.model}, mixing {run_cfg.mixing})")
+                 outputs=(out,), group="train",
+                 description=f"training run {name!r} ({run_cfg.model}, mixing {run_cfg.mixing})",
+                 adoptable=_has(out / "config.yaml"))
+
+
+def _has(*patterns: Path):
+    """``adoptable`` test: one of these files (glob patterns allowed) exists."""
+    import glob
+
+    def check() -> bool:
+        return any(glob.glob(str(p)) for p in patterns)
+    return check
+
+
+def _check_annotators(run_dir: Path, names: list[str]) -> None:
+    """RUN/annotations holds exactly the configured annotators (the filter scores every one present)."""
+    from ..annotation.runner import annotated_names
+    from ..errors import InputError
+
+    extra = sorted(set(annotated_names(run_dir)) - set(names))
+    if extra:
+        raise InputError(f"{run_dir}/annotations also holds annotator(s) {', '.join(extra)} that annotate.annotators "
+                         f"does not list; delete {run_dir}/annotations/{extra[0]} or add it to the config")
 
 
 def _jsonable_report(report) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,6 +33,7 @@ from datasets import Dataset, Image as ImageFeature
 from PIL import Image
 
 from .. import schema
+from ..builders.loading import load_real, local_cache_dir
 from ..errors import InputError
 from .mixing import FAKE, REAL
 
@@ -47,41 +47,8 @@ _REAL_COLUMNS = {"counting": (schema.POINTS, schema.COUNT), "depth": (schema.DEP
 
 
 # -- loading ---------------------------------------------------------------------------------------------
-def local_cache_dir(ref: str) -> str | None:
-    """A ``datasets`` cache folder for a local dataset folder, keyed by its path and its files' sizes and times.
-
-    ``datasets`` 5 keys the cache of a local folder by the folder's *name* and README only, so two
-    folders called ``fake`` (or one rewritten by a new ``promptmix filter`` run) would share a
-    stale cache; a cache folder per content avoids that. ``None`` for Hub ids.
-    """
-    import hashlib
-    import json
-
-    import datasets
-
-    root = Path(ref)
-    if not root.is_dir():
-        return None
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    stamp = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    key = hashlib.sha256(json.dumps([str(root.resolve()), stamp]).encode()).hexdigest()[:16]
-    return str(Path(datasets.config.HF_DATASETS_CACHE) / "promptmix-local" / key)
-
-
-def _load_real(ref: str, revision: str | None):
-    """The real dataset's splits (``promptmix.builders.load_real`` when available)."""
-    try:
-        from ..builders import load_real  # type: ignore[attr-defined]
-    except ImportError:
-        load_real = None
-    if load_real is not None:
-        return load_real(ref, revision)
-    import datasets
-
-    try:
-        return datasets.load_dataset(ref, revision=revision, cache_dir=local_cache_dir(ref))
-    except Exception as exc:  # missing folder, offline, bad layout
-        raise InputError(f"real dataset {ref!r} (revision {revision or 'main'}) could not be loaded: {exc}") from None
+# Real datasets load through promptmix.builders.load_real (the one loader; it also gives local folders a
+# cache keyed by their content, see promptmix.builders.loading.local_cache_dir).
 
 
 def _load_fake(ref: str, revision: str | None, config_name: str) -> Dataset:
@@ -185,7 +152,7 @@ def check_fake(fake: Dataset, task: str, ref: str, class_names: Sequence[str] | 
 
 def load_training_data(config) -> TrainingData:
     """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names."""
-    splits = _load_real(config.real, config.real_revision)
+    splits = load_real(config.real, config.real_revision)
     class_names = check_real(splits, config.task, config.real)
     fake = None
     if config.fake and config.mixing != "none":

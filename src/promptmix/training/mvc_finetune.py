@@ -238,9 +238,10 @@ class CaptionBank:
               labels_needed: Sequence[int] = (), where: str = "captions") -> "CaptionBank":
         by_class: dict[int, list[str]] = {}
         for caption, label in zip(captions[schema.CAPTION], captions[schema.LABEL]):
-            if label is None or caption is None or not str(caption).strip():
-                continue
-            by_class.setdefault(int(label), []).append(str(caption).strip())
+            caption = str(caption or "").strip()
+            if label is None or not caption or caption in by_class.get(int(label), ()):
+                continue  # a caption repeated within a class is embedded once, as `promptmix generate` does
+            by_class.setdefault(int(label), []).append(caption)
         mixing = mvc.coarse > 0 or mvc.fine > 0
         for y in sorted(set(int(v) for v in labels_needed)):
             n = len(by_class.get(y, []))
@@ -249,8 +250,8 @@ class CaptionBank:
                 raise InputError(f"class {name!r} (label {y}) has training images but no captions in {where}; "
                                  "caption every class (`promptmix caption`) before fine-tuning")
             if mixing and n < 2:
-                raise InputError(f"class {name!r} (label {y}) has 1 caption in {where}; MVC mixing needs at least 2 "
-                                 "per class: caption more images of the class, or set coarse: 0 and fine: 0")
+                raise InputError(f"class {name!r} (label {y}) has 1 distinct caption in {where}; MVC mixing needs at "
+                                 "least 2 per class: caption more images of the class, or set coarse: 0 and fine: 0")
         embeddings, texts = {}, {}
         for y, caps in progress(sorted(by_class.items()), desc="embedding captions", unit="class"):
             if y >= len(class_names):
@@ -369,6 +370,10 @@ def load_base_models(base_model: str, revision: str | None = None) -> tuple[dict
         }
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelLoadError(f"base model {base_model!r} could not be loaded from {path}: {exc}") from None
+    if models["unet"].config.get("addition_embed_type") is not None:
+        raise ModelLoadError(f"base model {base_model!r}: its U-Net needs extra conditioning "
+                             f"({models['unet'].config.addition_embed_type!r}, e.g. SDXL); MVC fine-tuning takes a "
+                             "Stable Diffusion 1.x/2.x pipeline (one CLIP text encoder)")
     expand_conv_in(models["unet"], 8)
     return models, source
 
@@ -441,9 +446,11 @@ def plot_loss_curve(losses: Sequence[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def _model_card(config: MVCFinetuneConfig, state: dict) -> str:
-    meta = {"library_name": "diffusers", "pipeline_tag": "image-to-image", "base_model": config.base_model,
+def _model_card(config: MVCFinetuneConfig, state: dict, base: ModelSource) -> str:
+    meta = {"library_name": "diffusers", "pipeline_tag": "image-to-image",
             "tags": ["promptmix", "mixing-visual-concepts", "instruct-pix2pix", "stable-diffusion"]}
+    if not base.local:  # the Hub reads base_model as a model id
+        meta["base_model"] = config.base_model
     classes = ", ".join(state["class_names"][:20]) + (" ..." if len(state["class_names"]) > 20 else "")
     body = f"""
 # MVC fine-tuned generator
@@ -721,7 +728,8 @@ class _Trainer:
             if self.losses:
                 plot_loss_curve(self.losses, self.out / LOSS_CURVE_FILE)
             _sample_grid(self.out, self.real, self.pairs, self.bank, cfg, acc.device)
-            write_text_atomic(self.out / "README.md", _model_card(cfg, {**self.state, "global_step": self.global_step}))
+            card = _model_card(cfg, {**self.state, "global_step": self.global_step}, self.base)
+            write_text_atomic(self.out / "README.md", card)
             self._write_state("finished")
             record_stage(self.captions_folder.parent, STAGE, {
                 "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "out": str(self.out),
