@@ -204,7 +204,8 @@ def read_image(source: str | Path | bytes, *, name: str | None = None, exif: str
         raise BadItem(f"{label}: not a readable image (corrupt file, or a format PIL does not know); "
                       "expected a JPEG or PNG image") from None
     except Exception as exc:
-        raise BadItem(f"{label}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise BadItem(f"{label}: corrupt or truncated image file ({type(exc).__name__}: {exc}); "
+                      "expected a complete image file") from None
     try:
         im.load()  # decode every pixel: truncated or corrupt data fail here
     except Exception as exc:
