@@ -62,10 +62,19 @@ def measure(height: int = 768, width: int = 1024, heads: int = 500, *, repeats: 
 
 
 def run(quick: bool = False) -> list[dict]:
-    """The rows ``scripts/bench.py`` collects (quick: a 192x256 frame with 100 heads)."""
-    if quick:
-        return measure(192, 256, 100, repeats=10)
-    return measure()
+    """The rows ``scripts/bench.py`` collects.
+
+    quick: a 192x256 frame with 100 heads. The baseline's cost grows with frame area x heads and ours
+    with the heads' kernel areas, so the speed goal is judged at full size only (quick speed rows are
+    informational); the parity goal is judged at any size.
+    """
+    if not quick:
+        return measure()
+    rows = measure(192, 256, 100, repeats=10)
+    for row in rows[:2]:
+        row.pop("ok")
+        row["goal"] = f"full size: >= {SPEED_GOAL:.0f}x"
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         h, w = (int(v) for v in args.size.lower().split("x"))
         rows = measure(h, w, args.heads, repeats=args.repeats)
     speed, ref_speed, parity = rows
+    met = {True: "met", False: "NOT met", None: "judged at full size only"}
     print(f"CSRNet make_dataset (baseline):    {speed['baseline'] * 1e3:10.1f} ms")
     print(f"density_map adaptive (ours):       {speed['ours'] * 1e3:10.3f} ms")
     print(f"density_map mode=reference (ours): {ref_speed['ours'] * 1e3:10.3f} ms")
-    print(f"speed ratio: {speed['ratio']:.0f}x (goal {speed['goal']}) -> {'met' if speed['ok'] else 'NOT met'}")
+    print(f"speed ratio: {speed['ratio']:.0f}x (goal {speed['goal']}) -> {met[speed.get('ok')]}")
     print(f"speed ratio, mode=reference: {ref_speed['ratio']:.0f}x (goal {ref_speed['goal']}) -> "
-          f"{'met' if ref_speed['ok'] else 'NOT met'}")
-    print(f"max |reference - CSRNet| / peak: {parity['ours']:.2e} (goal {parity['goal']}) -> "
-          f"{'met' if parity['ok'] else 'NOT met'}")
+          f"{met[ref_speed.get('ok')]}")
+    print(f"max |reference - CSRNet| / peak: {parity['ours']:.2e} (goal {parity['goal']}) -> {met[parity['ok']]}")
     return 0
 
 

@@ -14,7 +14,7 @@ from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Value
 from PIL import Image
 
 from promptmix import schema as S
-from promptmix.builders import (build_from_hub, build_imagefolder, build_nyu_depth_v2, build_shanghaitech,
+from promptmix.builders import (build_from_hub, build_imagefolder, build_shanghaitech,
                                 build_ucf_qnrf, load_real, task_of)
 from promptmix.errors import InputError
 from promptmix.jpeg import estimate_jpeg_quality

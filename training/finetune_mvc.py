@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from promptmix.errors import ConfigError, PromptmixError
+from promptmix.config import read_yaml_mapping
+from promptmix.errors import PromptmixError
 from promptmix.training.mvc_finetune import MVCFinetuneConfig, finetune_mvc
 
 EPILOG = """\
@@ -47,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune_mvc.py", description=__doc__.splitlines()[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, metavar="YAML", help="YAML settings file (MVCFinetuneConfig keys, at the top level or "
-                                                    "under a `finetune:` section of a pipeline config)")
+    parser.add_argument("--config", type=Path, metavar="YAML",
+                        help="YAML settings file (MVCFinetuneConfig keys, at the top level or under a `finetune:` "
+                             "section of a pipeline config); flags override it")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v for INFO logs, -vv for DEBUG")
     hints = typing.get_type_hints(MVCFinetuneConfig)
     for f in dataclasses.fields(MVCFinetuneConfig):
@@ -63,17 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> MVCFinetuneConfig:
-    data: dict = {}
-    if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {args.config} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {args.config} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {args.config}: expected a mapping at the top level")
-        data = dict(loaded.get(MVCFinetuneConfig._section) or {}) if MVCFinetuneConfig._section in loaded else loaded
+    data = read_yaml_mapping(args.config, section=MVCFinetuneConfig._section) if args.config is not None else {}
     hints = typing.get_type_hints(MVCFinetuneConfig)
     for f in dataclasses.fields(MVCFinetuneConfig):
         value = getattr(args, f.name)

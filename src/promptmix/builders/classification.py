@@ -13,8 +13,8 @@ column and a label column (ClassLabel, integers or strings). Splits ``train``, `
 ``valid``/``val``) and ``test`` are used when present. ``image_id`` is ``<split>-<row index>``.
 
 Splits, when the source lacks them (numpy seed 42, stratified by class, decided before any image
-is read): ``test`` = 20 % of all images when there is no test level/split; ``validation`` = 10 % of
-train when there is no validation level/split. ``reduced=N`` then keeps N training images,
+is read): without a test level/split, ``test`` = 20 % of the train images (of all images for a folder
+without split level); without a validation level/split, ``validation`` = 10 % of the train images left. ``reduced=N`` then keeps N training images,
 stratified by class (the papers' "reduced" sets; all of them, with a note, when fewer are left).
 
 EXIF orientation: classification labels do not depend on it, so a rotated image is stored upright
@@ -46,8 +46,8 @@ def plan_splits(labels: Sequence[int], given: Sequence[str | None], *, reduced: 
                 seed: int = SEED, notes: list[str] | None = None) -> list[str | None]:
     """The final split of every item: ``given`` holds each item's source split (train/validation/test).
 
-    Items in ``train`` with no test items at all give 20 % of all items to ``test``; with no
-    validation items, 10 % of train goes to ``validation``; ``reduced`` then keeps that many train
+    With no test items at all, 20 % of the train items go to ``test``; with no validation items,
+    10 % of the train items left go to ``validation``; ``reduced`` then keeps that many train
     items (the others get ``None``: left out). All draws are stratified by label, numpy ``seed``.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -83,7 +83,7 @@ def _finish(build: Build, class_names: list[str], meta: dict, body: str) -> Buil
 
 
 def _split_text(has_test: bool, has_val: bool, reduced: int | None, seed: int) -> str:
-    parts = ["`test` = " + ("the source's test split" if has_test else f"{TEST_FRACTION:.0%} of all images"),
+    parts = ["`test` = " + ("the source's test split" if has_test else f"{TEST_FRACTION:.0%} of the train images"),
              "`validation` = " + ("the source's validation split" if has_val
                                   else f"{VALIDATION_FRACTION:.0%} of train"),
              "`train` = the rest" + (f", reduced to {reduced} images" if reduced is not None else "")]

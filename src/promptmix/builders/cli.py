@@ -46,8 +46,9 @@ example:
   promptmix real nyu-depth-v2 --mat data/nyu_depth_v2_labeled.mat --out data/nyu
 """),
     "imagefolder": ("an image folder: ROOT/<class>/<image>, optionally under train/ and test/ (classification)", """\
-Splits (numpy seed 42, stratified by class): test = ROOT/test, else 20 % of all images; validation =
-ROOT/validation (or val), else 10 % of train; --reduced N then keeps N training images.
+Splits (numpy seed 42, stratified by class): test = ROOT/test, else 20 % of the train images (all images
+without a split level); validation = ROOT/validation (or val), else 10 % of the train images left;
+--reduced N then keeps N training images.
 EXIF-rotated images are stored upright.
 
 examples:

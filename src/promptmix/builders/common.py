@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -134,13 +134,17 @@ def is_grayscale(image) -> bool:
     return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
 
 
-def image_meta(image) -> dict[str, Any]:
-    """``schema`` width, height, jpeg_quality (from the quantization tables; None if not a JPEG), is_grayscale."""
+def source_jpeg_quality(image) -> int | None:
+    """The JPEG quality of an opened PIL image from its quantization tables (``promptmix.jpeg``); None if not a JPEG."""
     from ..jpeg import quality_from_tables
 
     tables = getattr(image, "quantization", None) if getattr(image, "format", None) in ("JPEG", "MPO") else None
-    quality = quality_from_tables(tables).quality if tables else None
-    return {schema.WIDTH: image.width, schema.HEIGHT: image.height, schema.JPEG_QUALITY: quality,
+    return quality_from_tables(tables).quality if tables else None
+
+
+def image_meta(image) -> dict[str, Any]:
+    """``schema`` width, height, jpeg_quality (from the quantization tables; None if not a JPEG), is_grayscale."""
+    return {schema.WIDTH: image.width, schema.HEIGHT: image.height, schema.JPEG_QUALITY: source_jpeg_quality(image),
             schema.IS_GRAYSCALE: is_grayscale(image)}
 
 
@@ -243,14 +247,11 @@ def read_image(source: str | Path | bytes, *, name: str | None = None, exif: str
             scale = (new_w / work.width, new_h / work.height)
             work = work.resize((new_w, new_h), Image.Resampling.LANCZOS)
             changed = True
-    meta = image_meta(im)  # quality of the source; a re-encoded JPEG keeps its tables
-    gray = is_grayscale(work)
+    quality = source_jpeg_quality(im)  # a re-encoded JPEG keeps its source's tables, hence its quality
     if changed:
         data, stored_name = _encode_like(work, im, stored_name)
-        if im.format not in ("JPEG", "MPO"):
-            meta[schema.JPEG_QUALITY] = None
     return StoredImage(data=data, name=stored_name, width=work.width, height=work.height,
-                       jpeg_quality=meta[schema.JPEG_QUALITY], is_grayscale=gray), scale
+                       jpeg_quality=quality, is_grayscale=is_grayscale(work)), scale
 
 
 def encode_png(array: np.ndarray, name: str) -> StoredImage:
@@ -533,7 +534,3 @@ def dataset_body(title: str, lines: Sequence[str], task: str) -> str:
             'ds = load_dataset("PATH_OR_REPO")  # splits train, validation, test', "```"]
     return "\n".join(text)
 
-
-def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
