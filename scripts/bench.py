@@ -19,9 +19,7 @@ A module may add ``"ok": bool`` (goal met) and ``"note"``. Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import io
 import json
 import re
 import sys
@@ -61,12 +59,9 @@ def rows_of(path: Path, quick: bool) -> list[dict]:
     t0 = time.perf_counter()
     try:
         module = load(path)
-        if callable(getattr(module, "run", None)):
-            rows = list(module.run(quick=quick))
-        elif callable(getattr(module, "main", None)):
-            rows = rows_from_main(module, path)
-        else:
-            raise TypeError(f"{path.name} has neither run(quick) nor main()")
+        if not callable(getattr(module, "run", None)):
+            raise TypeError(f"{path.name} has no run(quick) function")
+        rows = list(module.run(quick=quick))
         for row in rows:
             missing = [k for k in ("name", "ours", "baseline") if k not in row]
             if missing:
@@ -82,8 +77,6 @@ def rows_of(path: Path, quick: bool) -> list[dict]:
                  "seconds": time.perf_counter() - t0}]
 
 
-_RATIO_LINE = re.compile(r"^(?P<name>[^:]+):\s*(?P<ratio>[0-9.]+)x\s*\(goal (?P<goal>[^)]*)\)")
-_PERCENT_LINE = re.compile(r"^(?P<name>[^:]+):\s*(?P<value>[0-9.]+)%\s*\(goal (?P<goal>[^)]*)\)")
 _GOAL = re.compile(r"^>=\s*(?P<n>[0-9.]+)\s*(?P<unit>x|%)")
 
 
@@ -96,33 +89,6 @@ def goal_met(row: dict) -> bool | None:
         return None
     value = row.get("ratio") if m["unit"] == "x" else row.get("ours")
     return None if value is None else float(value) >= float(m["n"])
-
-
-def rows_from_main(module, path: Path) -> list[dict]:
-    """A module without ``run(quick)``: call its ``main()`` with default arguments and read the lines it
-    prints in the form ``NAME: 2.5x (goal >= 3x)``; the whole output is kept under ``output``."""
-    buf = io.StringIO()
-    argv = sys.argv
-    try:
-        sys.argv = [str(path)]
-        with contextlib.redirect_stdout(buf):
-            module.main()
-    finally:
-        sys.argv = argv
-    text = buf.getvalue()
-    rows = []
-    for line in text.splitlines():
-        m = _RATIO_LINE.match(line.strip())
-        p = _PERCENT_LINE.match(line.strip())
-        if m:
-            rows.append({"module": path.stem, "name": f"{path.stem}: {m['name'].strip()}", "ours": None,
-                         "baseline": None, "ratio": float(m["ratio"]), "goal": m["goal"].strip(), "output": text})
-        elif p:
-            rows.append({"module": path.stem, "name": f"{path.stem}: {p['name'].strip()}", "ours": float(p["value"]),
-                         "unit": "%", "baseline": None, "ratio": None, "goal": p["goal"].strip(), "output": text})
-    if not rows:
-        raise ValueError(f"{path.name} has no run(quick) and printed no 'NAME: R.RRx (goal ...)' line")
-    return rows
 
 
 def table(rows: list[dict]) -> str:

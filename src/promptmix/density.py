@@ -100,43 +100,44 @@ def adaptive_sigmas(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
         return np.array([np.average(np.array([height, width])) / 2.0 / 2.0])
     xy = pixels[:, ::-1].astype(np.float64)  # CSRNet's KDTree points are (x, y)
     k = min(4, n)
-    dist, _ = cKDTree(xy, leafsize=2048).query(xy, k=k)
+    dist, _ = cKDTree(xy).query(xy, k=k)
     if n >= 4:
         return (dist[:, 1] + dist[:, 2] + dist[:, 3]) * 0.1
     return dist[:, 1:].mean(axis=1) * 0.3
 
 
-def _kernels(centres: np.ndarray, sigmas: np.ndarray, size: int, truncate: float,
-             renormalise: bool, dtype: Any = np.float64) -> np.ndarray:
-    """Dense (N, size) matrix whose row i is head i's 1-D Gaussian along one axis, clipped by the frame.
+def _kernels(centres: np.ndarray, sigmas: np.ndarray, sizes: tuple[int, ...], truncate: float,
+             renormalise: bool, dtype: Any = np.float64) -> list[np.ndarray]:
+    """Per axis, a dense (N, size) matrix whose row i is head i's 1-D Gaussian, clipped by the frame.
 
+    ``centres``: (N, axes) integer pixel of each head; ``sizes``: the frame's size along each axis.
     Values equal scipy's ``_gaussian_kernel1d(sigma, 0, int(truncate * sigma + 0.5))`` placed at the
     centre (normalised over the whole kernel); with ``renormalise`` each row is divided by its
     in-frame sum instead. A sigma <= 1e-15 is a delta, as ``gaussian_filter`` skips such an axis.
-    Values are computed in float64 and stored as ``dtype``.
+    The kernel values are the same on every axis, so they are computed once (float64), stored as ``dtype``.
     """
     n = len(centres)
-    out = np.zeros((n, size), dtype=dtype)
     if n == 0:
-        return out
+        return [np.zeros((0, size), dtype=dtype) for size in sizes]
     delta = sigmas <= 1e-15
     radii = np.where(delta, 0, (truncate * np.where(delta, 0.0, sigmas) + 0.5).astype(np.int64))
     lengths = 2 * radii + 1
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    total = int(lengths.sum())
     head = np.repeat(np.arange(n), lengths)
-    offset = np.arange(total) - np.repeat(starts, lengths) - np.repeat(radii, lengths)
+    offset = np.arange(int(lengths.sum())) - np.repeat(starts + radii, lengths)
     safe = np.where(delta, 1.0, sigmas)
     coef = -0.5 / (safe * safe)  # scipy: np.exp(-0.5 / sigma2 * x ** 2)
     phi = np.exp(coef[head] * offset ** 2)
-    pos = centres[head] + offset
-    inside = (pos >= 0) & (pos < size)
-    if renormalise:
-        norm = np.bincount(head[inside], weights=phi[inside], minlength=n)
-    else:
-        norm = np.add.reduceat(phi, starts)
-    phi = phi / norm[head]
-    out[head[inside], pos[inside]] = phi[inside]
+    full_norm = None if renormalise else np.add.reduceat(phi, starts)
+    out = []
+    for axis, size in enumerate(sizes):
+        pos = centres[:, axis][head] + offset
+        inside = (pos >= 0) & (pos < size)
+        h_in, p_in, phi_in = head[inside], pos[inside], phi[inside]
+        norm = np.bincount(h_in, weights=phi_in, minlength=n) if renormalise else full_norm
+        k = np.zeros((n, size), dtype=dtype)
+        k[h_in, p_in] = phi_in / norm[h_in]
+        out.append(k)
     return out
 
 
@@ -196,8 +197,7 @@ def density_map(points: Any, height: int, width: int, sigma: float | Literal["ad
     for start in range(0, len(pix), _HEADS_PER_CHUNK):
         p = pix[start:start + _HEADS_PER_CHUNK]
         s = sigmas[start:start + _HEADS_PER_CHUNK]
-        ky = _kernels(p[:, 0], s, h, truncate, renorm, work)
-        kx = _kernels(p[:, 1], s, w, truncate, renorm, work)
+        ky, kx = _kernels(p, s, (h, w), truncate, renorm, work)
         delta = s <= 1e-15
         r = np.where(delta, 0, (truncate * np.where(delta, 0.0, s) + 0.5).astype(np.int64))
         rows = np.stack([np.clip(p[:, 0] - r, 0, h - 1), np.clip(p[:, 0] + r, 0, h - 1)], axis=1)

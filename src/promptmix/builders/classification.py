@@ -72,8 +72,8 @@ def plan_splits(labels: Sequence[int], given: Sequence[str | None], *, reduced: 
     return split.tolist()
 
 
-def _classification_row(source: Any, name: str, image_id: str, label: int) -> dict:
-    stored, _ = read_image(source, name=name, exif="transpose")
+def _classification_row(source: Any, name: str, image_id: str, label: int, filename: str | None = None) -> dict:
+    stored, _ = read_image(source, name=name, filename=filename, exif="transpose")
     return {schema.IMAGE: stored.image_value(), schema.IMAGE_ID: image_id, schema.LABEL: int(label), **stored.meta()}
 
 
@@ -221,14 +221,16 @@ def _label_mapping(splits: dict[str, Any], column: str, dataset: str) -> tuple[l
                      "column (pick another with --label-column)")
 
 
-def _hub_image_source(value: Any, label: str) -> Any:
+def _hub_image_source(value: Any, label: str) -> tuple[Any, str | None]:
+    """(bytes or path to read, file name to store) of an undecoded ``Image`` value."""
     if value is None:
         raise BadItem(f"{label}: no image")
     if isinstance(value, dict):
+        filename = Path(value["path"]).name if value.get("path") else None
         if value.get("bytes"):
-            return value["bytes"]
+            return value["bytes"], filename
         if value.get("path"):
-            return Path(value["path"])
+            return Path(value["path"]), filename
     raise BadItem(f"{label}: the image value is neither bytes nor a file path")
 
 
@@ -284,8 +286,8 @@ def build_from_hub(dataset: str, out: str | Path, *, image_column: str = "image"
                     idx = to_index(value)
                 except BadItem as exc:
                     raise BadItem(f"{label}: {exc}") from None
-                source = _hub_image_source(images[src_split][i][image_column], label)
-                return _classification_row(source, label, f"{src_split}-{i:06d}", idx)
+                source, filename = _hub_image_source(images[src_split][i][image_column], label)
+                return _classification_row(source, label, f"{src_split}-{i:06d}", idx, filename)
 
             build.item(label, make, split)
         meta = {"pretty_name": str(dataset), "tags": ["image-classification"],

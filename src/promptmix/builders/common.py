@@ -110,7 +110,7 @@ class StoredImage:
     """The bytes stored in the ``image`` column and the per-image metadata columns."""
 
     data: bytes
-    name: str
+    name: str | None  # stored as the Image value's ``path`` (a file name), None when unknown
     width: int
     height: int
     jpeg_quality: int | None
@@ -156,7 +156,7 @@ def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
-def _encode_like(image, source, name: str) -> tuple[bytes, str]:
+def _encode_like(image, source, name: str | None) -> tuple[bytes, str | None]:
     """Encode ``image``: as a JPEG with ``source``'s tables and subsampling when ``source`` is a JPEG, else PNG."""
     from PIL import JpegImagePlugin
 
@@ -167,18 +167,19 @@ def _encode_like(image, source, name: str) -> tuple[bytes, str]:
         if sampling != -1:
             kwargs["subsampling"] = sampling
         image.save(buf, format="JPEG", **kwargs)
-        return buf.getvalue(), str(Path(name).with_suffix(".jpg"))
+        return buf.getvalue(), name and str(Path(name).with_suffix(".jpg"))
     image.save(buf, format="PNG")
-    return buf.getvalue(), str(Path(name).with_suffix(".png"))
+    return buf.getvalue(), name and str(Path(name).with_suffix(".png"))
 
 
-def read_image(source: str | Path | bytes, *, name: str | None = None, exif: str = "error",
-               max_side: int | None = None) -> tuple[StoredImage, tuple[float, float]]:
+def read_image(source: str | Path | bytes, *, name: str | None = None, filename: str | None = None,
+               exif: str = "error", max_side: int | None = None) -> tuple[StoredImage, tuple[float, float]]:
     """Read and check one image; returns what to store and the (x, y) scale applied to it (resizing).
 
     Args:
         source: a file path or the file's bytes.
-        name: the name used in messages and stored as the image's ``path`` (default: the file name).
+        name: the name used in messages (default: the path).
+        filename: the file name stored as the image's ``path`` (default: a path source's file name).
         exif: ``"error"`` (an EXIF orientation != 1 is a :class:`BadItem`) or ``"transpose"`` (apply it).
         max_side: resize to fit ``max_side x max_side`` keeping the aspect ratio (None: keep the size).
     Raises:
@@ -196,10 +197,10 @@ def read_image(source: str | Path | bytes, *, name: str | None = None, exif: str
         except OSError as exc:
             raise BadItem(f"{path}: image file cannot be read ({exc})") from None
         label = name or str(path)
-        stored_name = path.name
+        stored_name = filename or path.name
     else:
         data = bytes(source)
-        stored_name = Path(name).name if name else "image"
+        stored_name = filename
     if not data:
         raise BadItem(f"{label}: image file is empty")
     try:

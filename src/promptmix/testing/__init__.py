@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 TINY_MODEL_KEYS = ("sd", "captioner", "counter_a", "counter_b", "depth", "classifier")
+EXTRA_MODEL_KEYS = ("clip", "pix2pix")  # written only when asked for in ``keys``
 DEFAULT_CLASS_NAMES = ("cat", "dog", "bird")
 
 
@@ -21,16 +22,19 @@ def save_tiny_models(out_dir: str | Path, *, class_names: Sequence[str] = DEFAUL
 
     Keys: ``sd`` (Stable Diffusion pipeline folder), ``captioner`` (BLIP), ``counter_a`` and
     ``counter_b`` (two different crowd-counting architectures), ``depth`` (a transformers depth
-    model), ``classifier`` (a transformers image classifier over ``class_names``).
+    model), ``classifier`` (a transformers image classifier over ``class_names``). On request also
+    ``clip`` (a CLIP model for zero-shot annotation) and ``pix2pix`` (an InstructPix2Pix pipeline with
+    an 8-channel U-Net, as MVC fine-tuning writes).
     Folders that already hold a complete model are reused.
     """
     from . import _annotators, _captioner, _diffusion
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    unknown = sorted(set(keys) - set(TINY_MODEL_KEYS))
+    allowed = TINY_MODEL_KEYS + EXTRA_MODEL_KEYS
+    unknown = sorted(set(keys) - set(allowed))
     if unknown:
-        raise ValueError(f"keys: expected a subset of {TINY_MODEL_KEYS}; got unknown {unknown}")
+        raise ValueError(f"keys: expected a subset of {allowed}; got unknown {unknown}")
     writers = {
         "sd": lambda p: _diffusion.save_tiny_sd(p, seed=seed),
         "captioner": lambda p: _captioner.save_tiny_captioner(p, seed=seed),
@@ -38,6 +42,8 @@ def save_tiny_models(out_dir: str | Path, *, class_names: Sequence[str] = DEFAUL
         "counter_b": lambda p: _annotators.save_tiny_counter(p, arch="dmcount", seed=seed + 1),
         "depth": lambda p: _annotators.save_tiny_depth(p, seed=seed),
         "classifier": lambda p: _annotators.save_tiny_classifier(p, class_names=class_names, seed=seed),
+        "clip": lambda p: _annotators.save_tiny_clip(p, seed=seed),
+        "pix2pix": lambda p: _diffusion.save_tiny_pix2pix(p, seed=seed),
     }
     out = {}
     for key in keys:
