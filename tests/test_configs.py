@@ -25,8 +25,14 @@ def test_config_validates_and_builds_its_stages(path):
     cfg = load_config(path)
     stages = build_stages(cfg)
     names = [s.name for s in stages]
-    assert names[:3] == ["real", "caption", "prompts"] and "generate" in names
+    captioned = cfg.caption is not None
+    assert names[:3 if captioned else 2] == (["real", "caption", "prompts"] if captioned else ["real", "prompts"])
+    assert "generate" in names
+    prompts = next(s for s in stages if s.name == "prompts")
+    assert prompts.inputs == (("caption",) if captioned else ("real",))
+    assert captioned == cfg.prompts.needs_captions() or cfg.finetune is not None  # caption only where needed
     assert all(n in names for n in (f"train.{t}" for t in cfg.train))
+    assert ("report" in names) == (len(cfg.train) >= 2) and (names[-1] == "report" or len(cfg.train) < 2)
     assert str(cfg.run_dir).startswith("runs/")
     assert "#" in path.read_text()  # settings are explained in comments
 
@@ -59,7 +65,7 @@ def test_promptmix_configs_follow_the_paper(name):
         assert {r.model for r in cfg.train.values()} == {"rescsrnet", "csrnet"}
     else:
         assert cfg.prompts.manual == ["apartment interior", "bedroom interior", "bathroom interior"]
-        assert not cfg.prompts.use_captions
+        assert not cfg.prompts.use_captions and cfg.caption is None  # manual prompts only: nothing to caption
 
 
 def test_label_prompt_baseline_follows_its_paper():
@@ -68,6 +74,7 @@ def test_label_prompt_baseline_follows_its_paper():
     assert (g.model, g.steps, g.guidance_scale, g.min_side, g.max_side) == (
         "CompVis/stable-diffusion-v1-4", 50, 7.5, 512, 512)
     assert cfg.prompts.class_templates == ["a photo of a {label}"] and not cfg.prompts.use_captions
+    assert cfg.caption is None  # label prompts: the class names and sources come from the real dataset
     assert {r.epochs for r in cfg.train.values()} == {250}
 
 
@@ -78,4 +85,6 @@ def test_mvc_configs_fine_tune_and_mix(name):
     assert cfg.finetune.batch_size * cfg.finetune.gradient_accumulation_steps == 50  # supplement Sec. 1
     assert cfg.generate.mvc.enabled and cfg.generate.model == str(cfg.run_dir / "finetune")
     assert cfg.generate.mvc.caption_prefix == "This is an image of {label}"
+    for key in ("coarse", "fine", "fine_max_span", "caption_prefix", "prefix_separator"):  # as fine-tuned
+        assert getattr(cfg.generate.mvc, key) == getattr(cfg.finetune, key)
     assert "two-phase" in {r.mixing for r in cfg.train.values()}

@@ -69,7 +69,7 @@ def test_sections_are_the_stage_configs_with_wired_keys():
 
 @pytest.mark.parametrize("path,value,message", [
     ("stepz", 1, "stepz: unknown key; allowed keys are annotate, caption, filter, finetune, generate, prompts, "
-                 "publish, real, run_dir, task, train"),
+                 "publish, real, report, run_dir, task, train"),
     ("generate.stepz", 1, "generate.stepz: unknown key; allowed keys are batch_size, chunk_size,"),
     ("generate.steps", -1, "generate.steps: expected an integer >= 1; got -1"),
     ("generate.steps", "abc", "generate.steps: expected an integer; got 'abc'"),
@@ -83,7 +83,8 @@ def test_sections_are_the_stage_configs_with_wired_keys():
     ("real.options", {"validation_fraction": 0.2, "max_sid": 9},
      "real.options.max_sid: not an option of build_shanghaitech; allowed: seed, validation_fraction"),
     ("task", "depth", "task: real.builder 'shanghaitech' gives a counting dataset; got 'depth'"),
-    ("caption", _DELETE, "caption: required key is missing"),
+    ("caption", _DELETE, "prompts.use_captions: true needs captions; add a caption section"),
+    ("generate", _DELETE, "generate: required key is missing"),
     ("run_dir", _DELETE, "run_dir: required key is missing"),
     ("prompts.suffix", "gray", "prompts.suffix: expected one of 'none', 'grayscale'; got 'gray'"),
     ("annotate.annotators", ["a:nosuchkind=x.pth"], "annotate.annotators[0]: annotator spec 'a:nosuchkind=x.pth': "
@@ -95,6 +96,9 @@ def test_sections_are_the_stage_configs_with_wired_keys():
     ("train.promptmix.mixing", "magic", "train.promptmix.mixing: expected one of 'none', 'promptmix',"),
     ("train.baseline.output_dir", "x", "train.baseline.output_dir: set by the pipeline"),
     ("train.baseline.model", "guidedepth", "train.baseline.model: expected a counting model"),
+    ("report.baseline", "nope", "report.baseline: expected one of the training runs (baseline, promptmix); "
+                                "got 'nope'"),
+    ("report.baselin", "x", "report.baselin: unknown key; allowed keys are baseline"),
 ])
 def test_errors_name_the_key_and_the_allowed_values(path, value, message):
     assert message in error_of(with_value(path, value))
@@ -153,14 +157,19 @@ def test_stage_keys_ignore_wired_paths_and_runtime_settings_but_follow_results()
 
     base = keys(BASE)
     assert list(base) == ["real", "caption", "prompts", "generate", "annotate", "filter", "publish",
-                          "train.baseline", "train.promptmix"]
+                          "train.baseline", "train.promptmix", "report"]
     moved = keys(with_value("run_dir", "/somewhere/else"))
     assert moved == base  # moving a run folder keeps every cache key
     batch = keys(with_value("generate.batch_size", 32))
     assert batch == base  # run-time settings are not in the keys
     k = keys(with_value("generate.images_per_prompt", 3))
     changed = {n for n in base if base[n] != k[n]}
-    assert changed == {"generate", "annotate", "filter", "publish", "train.promptmix"}  # not train.baseline
+    assert changed == {"generate", "annotate", "filter", "publish", "train.promptmix", "report"}  # not train.baseline
+    assert keys(with_value("report", {"baseline": "baseline"}))["report"] != base["report"]
+    one_run = with_value("train", {"baseline": {"mixing": "none", "epochs": 2}})
+    assert "report" not in keys(one_run)  # nothing to compare
+    assert "report: compares training runs; needs at least two in train (it has 1)" in error_of(
+        with_value("report", {}, one_run))
 
 
 def test_cli_check_and_error_exit(tmp_path, capsys):

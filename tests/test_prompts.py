@@ -245,3 +245,62 @@ def test_cli_prompts_summary_and_config_file(count_run, tmp_path, capsys):
     assert "huge crowd, a dog in a park, color image" in texts and "m" in texts and "crowd in mecca" in texts
     assert main(["prompts", "--run", str(tmp_path / "nothing")]) == 1
     assert "promptmix caption" in capsys.readouterr().err
+
+
+# -- without captions: metadata from the real dataset ----------------------------------------------------
+@pytest.fixture(scope="module")
+def real_cls(tmp_path_factory):
+    from promptmix.training.synthetic import write_real_dataset
+
+    return write_real_dataset(tmp_path_factory.mktemp("real") / "cls", "classification", class_names=("cat", "dog"),
+                              sizes={"train": 6, "test": 2}, size=(24, 32))
+
+
+def test_label_prompts_from_the_real_dataset_without_captions(real_cls, tmp_path):
+    from promptmix.builders import load_real
+    from promptmix.generation.captions import source_rows
+
+    config = PromptBagConfig(use_captions=False, class_templates=["a photo of a {label}"], suffix="grayscale")
+    assert not config.needs_captions()
+    out = build_prompt_bag(config, None, tmp_path / "run" / "prompts", real=str(real_cls))
+    rows, bag = _rows(out)
+    train = load_real(str(real_cls))["train"]
+    assert bag.task == "classification" and bag.class_names == ["cat", "dog"]
+    assert bag.info["real"] == {"ref": str(real_cls), "revision": None, "split": "train"}
+    # the sources are the train split's rows, as `promptmix caption` writes them (one code path: source_rows)
+    expected = {r[schema.IMAGE_ID]: {k: v for k, v in r.items() if k != schema.IMAGE_ID}
+                for r in source_rows(train, "classification")}
+    assert bag.sources == expected and len(expected) == 6
+    by_label: dict[int, set] = {}
+    for r in rows:
+        assert r[schema.PROMPT].startswith("a photo of a " + ["cat", "dog"][r[schema.LABEL]])
+        by_label.setdefault(r[schema.LABEL], set()).update(r[schema.SOURCE_IMAGE_IDS])
+    assert by_label == {y: {i for i, s in expected.items() if s[schema.LABEL] == y} for y in (0, 1)}
+    assert read_manifest(tmp_path / "run")["stages"]["prompts"]["counts"]["class"] == len(rows)
+
+
+def test_captions_are_needed_for_use_captions_and_caption_templates(real_cls, tmp_path):
+    with pytest.raises(ConfigError, match="use_captions: true needs captions, but the prompt bag is built from the "
+                                          "real dataset"):
+        build_prompt_bag(PromptBagConfig(), None, tmp_path / "p", real=str(real_cls))
+    with pytest.raises(ConfigError, match=r"a class template with \{caption\} needs captions"):
+        build_prompt_bag(PromptBagConfig(use_captions=False, class_templates=["{label}, {caption}"]), None,
+                         tmp_path / "p", real=str(real_cls))
+    assert not (tmp_path / "p").exists()
+    # a run folder without captions and a {label} template: no class names to fill it, and the way to get them
+    with pytest.raises(ConfigError, match=r"give the real dataset \(`promptmix prompts --real DIR`\)"):
+        build_prompt_bag(PromptBagConfig(use_captions=False, class_templates=["a {label}"]), tmp_path / "empty-run")
+
+
+def test_cli_prompts_from_the_real_dataset(real_cls, tmp_path, capsys):
+    from promptmix.cli import main
+
+    out = tmp_path / "run" / "prompts"
+    assert main(["prompts", "--real", str(real_cls), "--out", str(out), "--no-captions",
+                 "--manual", "bedroom interior", "--class-template", "a {label}"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote 3 prompts to {out} (0 from captions, 2 from class templates")
+    assert load_prompt_bag(out).info["task"] == "classification"
+    assert main(["prompts", "--real", str(real_cls), "--no-captions", "--manual", "x"]) == 1
+    assert "--out: required with --real" in capsys.readouterr().err
+    assert main(["prompts", "--real", str(real_cls), "--out", str(out)]) == 1  # captions are prompts by default
+    assert "needs captions" in capsys.readouterr().err

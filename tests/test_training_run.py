@@ -66,14 +66,19 @@ def test_lr_grid_metrics_json_and_report(counting, tmp_path, capsys):
     train(_config(real, fake, base, mixing="none", r_mix=None, lr=1e-2))
     from promptmix.cli import main
 
-    png = tmp_path / "curves.png"
-    assert main(["report", str(out), str(base), "--out", str(png)]) == 0
-    table = capsys.readouterr().out
-    lines = table.splitlines()
-    assert lines[0].split()[:3] == ["run", "model", "mixing"] and "test/mae" in lines[0]
-    assert lines[2].startswith("grid") and "promptmix" in lines[2] and f"{saved['test/mae']:.4f}" in lines[2]
-    assert lines[3].startswith("baseline") and " none " in lines[3]
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = tmp_path / "report"
+    assert main(["report", str(out), str(base), "--out", str(report)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "model", "mixing", "r_mix", "lr", "epoch", "baseline"]
+    assert lines[2].split()[:3] == ["grid", "rescsrnet", "promptmix"] and lines[2].split()[-1] == "baseline"
+    assert lines[3].split()[:3] == ["baseline", "rescsrnet", "none"]
+    row = next(line.split() for line in lines if line.startswith("test/mae ↓") and " grid " in line)
+    base_mae = json.loads((base / "metrics.json").read_text())["test/mae"]
+    assert row[3] == f"{saved['test/mae']:.4f}"
+    assert float(row[4]) == pytest.approx(saved["test/mae"] - base_mae, abs=1e-4)  # change = run - baseline
+    for name in ("training_curves.png", "test_metric.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Metrics" in (report / "report.md").read_text()
 
 
 def test_resume_gives_the_same_run_as_no_interruption(counting, tmp_path):

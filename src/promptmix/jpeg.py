@@ -107,7 +107,7 @@ def quality_from_tables(tables: Mapping[int, Sequence[int]] | Sequence[Sequence[
         arrays.append(arr)
     observed = np.stack(arrays)  # (T, 64)
     best = None
-    for baseline, (luma, chroma) in _CANDIDATES.items():
+    for luma, chroma in _CANDIDATES.values():  # baseline (255-clamped) tables first, then extended
         # predicted tables of every quality: (100, T, 64); table 0 is luminance, others chrominance
         predicted = np.stack([luma] + [chroma] * (len(arrays) - 1), axis=1)
         diff = np.abs(predicted - observed[None])

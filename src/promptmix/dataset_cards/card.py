@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import schema as S
+from ..builders.loading import load_source
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -402,7 +403,12 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
                 raise InputError(f"real dataset folder {real_ref} does not exist (expected a folder written by "
                                  "`promptmix real ...` or a Hub dataset id); pass --real with its new place")
             else:
-                real_ds = datasets.load_dataset(real_ref, revision=real_revision, split=real_split)
+                try:  # a Hub id that cannot be reached (offline, private): the card still renders
+                    real_ds = load_source(real_ref, real_revision, what="real dataset")[real_split]
+                except (InputError, KeyError) as exc:
+                    logger.warning("real dataset %s could not be read (%s): the card shows fake data only",
+                                   real_ref, exc)
+                    real_ds = None
         except InputError:
             raise
         except Exception as exc:

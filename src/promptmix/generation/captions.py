@@ -100,7 +100,6 @@ def load_real_split(ref: str, revision: str | None, split: str) -> datasets.Data
     return ds
 
 
-_load_split = load_real_split  # name used by callers written before it was public
 
 
 def _task_and_classes(ds: datasets.Dataset) -> tuple[str, list[str] | None]:

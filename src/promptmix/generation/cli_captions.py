@@ -25,11 +25,17 @@ Builds RUN/prompts (prompts.parquet, sources.parquet, info.json, config.yaml) fr
 RUN/captions and/or manual prompts. A final prompt is "<prefix>, <text>, <suffix>" (empty parts left
 out; --separator changes ", "). Prompts with the same text and label are merged.
 
+A bag that needs no captions (--no-captions; manual prompts, "{label}" templates) can be built from
+the real dataset instead of a run folder (--real DIR --out RUN/prompts): the task, class names and
+source images are read from the dataset, so nothing has to be captioned.
+
 examples:
   promptmix prompts --run run --prefix "large crowd" --suffix grayscale
   promptmix prompts --run run --no-captions --manual "large crowd in [location]" \\
       --location "a train station" --location "a stadium"
   promptmix prompts --run run --class-template "a photo of a {label}" --class-template "{label}, {caption}"
+  promptmix prompts --real cifar10 --out run/prompts --no-captions --class-template "a photo of a {label}"
+  promptmix prompts --real nyu --out run/prompts --no-captions --manual "bedroom interior"
   promptmix prompts --run run --config prompts.yaml --tokenizer stabilityai/stable-diffusion-2-1-base
 A --config YAML holds PromptBagConfig keys (or a run config with a `prompts:` section); flags override it.
 """
@@ -63,9 +69,15 @@ def add_parsers(subparsers) -> None:
         description="Build the prompt bag: captions and manual prompts, with prefix, grayscale suffix and "
                     "class templates; deduplicated, each with a stable prompt_id.",
         epilog=PROMPTS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("--run", required=True, type=Path, help="run folder (with captions/) or a captions folder")
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run folder (with captions/) or a captions folder")
+    src.add_argument("--real", help="instead of --run: a real dataset (folder from `promptmix real ...` or Hub id) "
+                                    "to read the task, class names and source images from; for bags that need "
+                                    "no captions (--no-captions); needs --out")
+    q.add_argument("--real-revision", help="dataset revision when --real is a Hub id")
+    q.add_argument("--split", default="train", help="split of --real whose images are the sources (default: train)")
     q.add_argument("--config", type=Path, help="YAML with PromptBagConfig keys (or a run config with `prompts:`)")
-    q.add_argument("--out", type=Path, help="output folder (default: RUN/prompts)")
+    q.add_argument("--out", type=Path, help="output folder (default: RUN/prompts; required with --real)")
     q.add_argument("--prefix", help="text before every prompt, e.g. 'large crowd'")
     q.add_argument("--suffix", choices=("none", "grayscale"),
                    help="'grayscale': add --grayscale-suffix or --color-suffix from each source image")
@@ -143,8 +155,11 @@ def run_prompts(args) -> int:
     from .prompts import build_prompt_bag, load_tokenizer
 
     config = _prompt_config(args)
+    if args.real is not None and args.out is None:
+        raise ConfigError("--out: required with --real (the prompt bag folder, e.g. run/prompts)")
     tokenizer = load_tokenizer(args.tokenizer, args.tokenizer_revision) if args.tokenizer else None
-    out = build_prompt_bag(config, args.run, args.out, tokenizer=tokenizer)
+    out = build_prompt_bag(config, args.run, args.out, tokenizer=tokenizer, real=args.real,
+                           real_revision=args.real_revision, real_split=args.split)
     c = json.loads((out / "info.json").read_text(encoding="utf-8"))["counts"]
     parts = [f"{c['caption']} from captions", f"{c['class']} from class templates", f"{c['manual']} manual",
              f"{c['template']} from [placeholder] templates"]

@@ -15,6 +15,12 @@ Prompts with the same final text and label are merged (their source image ids ar
 order); the same text under two labels stays two prompts. ``prompt_id`` is a hash of the final text
 (and of the label when there is one), see :func:`prompt_id`.
 
+The task, the class names and the source images (size, JPEG quality, grayscale: ``schema.SOURCES``)
+come from the captions folder (``RUN/captions``), or, for a bag that needs no captions (manual prompts,
+``"a photo of a {label}"`` templates), from the real dataset itself (``build_prompt_bag(..., real=DIR)``),
+so such a run skips captioning. Both read the sources with
+:func:`promptmix.generation.captions.source_rows`.
+
 Output folder (``RUN/prompts/``), written atomically::
 
     prompts.parquet   schema.PROMPTS
@@ -141,7 +147,9 @@ class PromptBagConfig(StageConfig):
         return out
 
     def needs_captions(self) -> bool:
-        return self.use_captions or bool(self.class_templates)
+        """Captions are prompts (``use_captions``) or fill a ``{caption}`` class template; without them the bag
+        can be built from the real dataset alone (manual prompts, ``{label}``-only templates)."""
+        return self.use_captions or any("caption" in (_format_fields(t) or ()) for t in self.class_templates)
 
 
 def _format_fields(template: str) -> set[str] | None:
@@ -337,7 +345,8 @@ def _locate(path: Path, needs_captions: bool) -> tuple[Path, Path | None]:
     if needs_captions:
         raise InputError(f"{path}: expected a run folder with {CAPTIONS_DIR}/captions.parquet (or a captions folder); "
                          "found none. Run `promptmix caption --real DIR --model ID --out RUN` first, or build a "
-                         "manual-only bag (use_captions: false, no class_templates)")
+                         "bag without captions (use_captions: false, no {caption} templates) from the real dataset: "
+                         "`promptmix prompts --real DIR --out RUN/prompts`")
     return path, None
 
 
@@ -384,8 +393,10 @@ def _candidates(config: PromptBagConfig, captions: datasets.Dataset | None, sour
             counts["caption"] += 1
     if config.class_templates:
         if not classification or not class_names:
-            raise ConfigError(f"class_templates: need a classification dataset with class names; the captions are "
-                              f"of a {task or 'unknown'} dataset")
+            raise ConfigError(f"class_templates: need a classification dataset with class names; the prompt bag's "
+                              f"metadata (captions or real dataset) is of a {task or 'unknown'} dataset"
+                              + ("" if task else "; give the real dataset (`promptmix prompts --real DIR`) or "
+                                                  "caption it first"))
         by_label: dict[int, list[str]] = {}
         for image_id, src in sources.items():
             if src.get(schema.LABEL) is not None:
@@ -445,20 +456,54 @@ def _dedupe(cands: list[_Candidate], dedupe: bool, counts: dict[str, int]) -> li
     return rows
 
 
-def build_prompt_bag(config: PromptBagConfig, run_dir: str | Path, out_dir: str | Path | None = None, *,
-                     tokenizer=None) -> Path:
+def real_metadata(real: str | Path, revision: str | None = None, split: str = "train"
+                  ) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """``schema.SOURCES`` rows and the ``info`` (task, class names, real dataset reference) of a real dataset's
+    ``split``, read from the dataset itself, as ``promptmix caption`` records them beside the captions."""
+    from .captions import _task_and_classes, load_real_split, source_rows
+
+    ds = load_real_split(str(real), revision, split)
+    task, class_names = _task_and_classes(ds)
+    sources = datasets.Dataset.from_list(source_rows(ds, task), features=schema.SOURCES)
+    info = {"task": task, "class_names": class_names,
+            "real": {"ref": str(real), "revision": revision, "split": split}, "captioner": None}
+    return sources, info
+
+
+def build_prompt_bag(config: PromptBagConfig, run_dir: str | Path | None, out_dir: str | Path | None = None, *,
+                     tokenizer=None, real: str | Path | None = None, real_revision: str | None = None,
+                     real_split: str = "train") -> Path:
     """Build the prompt bag from ``run_dir`` (a run folder or its ``captions/`` folder) and write it.
 
+    With ``real`` (a real dataset folder or Hub id), no captions are read: the task, class names and source
+    images come from ``real_split`` of that dataset (:func:`real_metadata`), for bags that need no captions
+    (``config.needs_captions()`` false: manual prompts, ``{label}`` templates); ``run_dir`` may then be None
+    when ``out_dir`` is given.
+
     Writes ``out_dir`` (default ``RUN/prompts``) atomically: ``prompts.parquet``, ``sources.parquet``,
-    ``info.json``, ``config.yaml``; records the stage in ``RUN/manifest.json``. With a ``tokenizer``,
-    prompts longer than its ``model_max_length`` are counted (``info["counts"]["truncated"]``) and
-    reported. Raises :class:`InputError` when the bag would be empty.
+    ``info.json``, ``config.yaml``; records the stage in ``RUN/manifest.json`` (``RUN`` = ``run_dir``, or
+    ``out_dir``'s parent). With a ``tokenizer``, prompts longer than its ``model_max_length`` are counted
+    (``info["counts"]["truncated"]``) and reported. Raises :class:`InputError` when the bag would be empty.
     """
-    run_dir, captions_dir = _locate(Path(run_dir), config.needs_captions())
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / PROMPTS_DIR
     captions = None
     sources_ds = _rows_to_dataset([], schema.SOURCES)
     cap_info: dict[str, Any] = {}
+    if real is not None:
+        if config.needs_captions():
+            what = "use_captions: true" if config.use_captions else "a class template with {caption}"
+            raise ConfigError(f"prompts: {what} needs captions, but the prompt bag is built from the real dataset "
+                              f"{real} without captions; caption it first (`promptmix caption`, or a caption section "
+                              "in a run config), or set use_captions: false and use only {label} templates")
+        if run_dir is None and out_dir is None:
+            raise InputError("build_prompt_bag: give run_dir or out_dir (where the prompt bag goes)")
+        run_dir = Path(run_dir) if run_dir is not None else Path(out_dir).parent
+        captions_dir = None
+        sources_ds, cap_info = real_metadata(real, real_revision, real_split)
+    else:
+        if run_dir is None:
+            raise InputError("build_prompt_bag: give run_dir (a run folder with captions/) or real (a real dataset)")
+        run_dir, captions_dir = _locate(Path(run_dir), config.needs_captions())
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / PROMPTS_DIR
     if captions_dir is not None:
         captions = read_parquet(captions_dir / "captions.parquet")
         if (captions_dir / SOURCES_FILE).is_file():
@@ -476,7 +521,9 @@ def build_prompt_bag(config: PromptBagConfig, run_dir: str | Path, out_dir: str 
         counts["dropped_by_max_prompts"] = len(rows) - len(keep)
         rows = [rows[i] for i in keep]
     if not rows:
-        where = f"captions in {captions_dir}" if captions_dir is not None else f"no captions under {run_dir}"
+        where = (f"captions in {captions_dir}" if captions_dir is not None
+                 else f"no captions (metadata from the real dataset {real})" if real is not None
+                 else f"no captions under {run_dir}")
         raise InputError(f"the prompt bag is empty: {where}; use_captions={config.use_captions}, "
                          f"{len(config.manual)} manual prompt(s), manual_file={config.manual_file}, "
                          f"{len(config.class_templates)} class template(s). Give prompts or caption the dataset")

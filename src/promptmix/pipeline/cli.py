@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-STAGES_TEXT = "real, caption, prompts, finetune, generate, annotate, filter, publish, train"
+STAGES_TEXT = "real, caption, prompts, finetune, generate, annotate, filter, publish, train, report"
 
 RUN_EPILOG = f"""\
 stages, in order (a section left out of the config is not run): {STAGES_TEXT}
@@ -14,21 +14,26 @@ Every stage is cached by a hash of its settings and of the stages it reads: reru
 command skips finished work; changing one section reruns that stage and the stages after it that
 read it. An interrupted run (Ctrl-C, kill -9, a lost node) resumes where it stopped: generation
 and annotation redo at most the chunks in flight, training continues from its last checkpoint.
-State: RUN/pipeline/state.json. The config is validated before anything runs.
+Raising only finetune.max_train_steps (or epochs) continues the MVC fine-tuning from its last
+checkpoint. State: RUN/pipeline/state.json. The config is validated before anything runs.
 
 top-level keys of CONFIG.yaml (each section takes the keys of its stage's own command):
   run_dir   the run folder every stage writes into (RUN/)
   task      counting | depth | classification (read from real.builder when it can be)
   real      builder: shanghaitech | ucf-qnrf | nyu-depth-v2 | imagefolder | hub | folder, + its paths
-  caption   `promptmix caption` keys (model, max_new_tokens, ...); real is wired
+  caption   `promptmix caption` keys (model, max_new_tokens, ...); real is wired. Leave it out when no
+            prompt needs captions (use_captions: false): the prompt bag then reads the real dataset
   prompts   `promptmix prompts` keys (prefix, suffix, manual, locations, class_templates, ...)
-  finetune  MVC fine-tuning keys (training/finetune_mvc.py); generate then uses its pipeline
+  finetune  MVC fine-tuning keys (training/finetune_mvc.py); generate then uses its pipeline, and its
+            coarse, fine, fine_max_span, caption_prefix, prefix_separator fill generate.mvc
   generate  `promptmix generate` keys (model, images_per_prompt, steps, size, mvc, ...); prompts is wired
   annotate  annotators: [SPEC, ...] as `promptmix annotate --annotator SPEC`
   filter    `promptmix filter` keys (keep_percent, target)
   publish   `promptmix publish` keys (repo_id, version, push, local_dir, ...)
   train     named runs, each with `training/train_*.py` keys (model, mixing, r_mix, epochs, lr, ...);
             task, real, fake and output_dir (RUN/train/NAME) are wired
+  report    baseline: NAME (optional). With two or more training runs, RUN/report/report.md compares
+            them with their real-only baseline (`promptmix report`)
 
 examples:
   promptmix run configs/promptmix_shtb.yaml
@@ -44,8 +49,8 @@ The demo writes a small crowd dataset in ShanghaiTech's raw layout (people drawn
 exact head points, JPEG quality 75), tiny random-weight models (a captioner, a Stable Diffusion
 pipeline, two crowd counters), and a pipeline config pointing at them; runs that config through
 `promptmix run` (caption, prompt bag, generation, two annotators, filtering, publishing to a local
-folder as version 0.1.0, ResCSRNet trained real-only and with PromptMix mixing); and prints a
-result table and where everything is. The models are random stand-ins: the numbers mean nothing,
+folder as version 0.1.0, ResCSRNet trained real-only and with PromptMix mixing, a report of the
+two); and prints the report's table and where everything is. The models are random stand-ins: the numbers mean nothing,
 the pipeline around them is the real one. Offline, CPU, under 3 minutes on 2 cores.
 
 examples:
@@ -61,7 +66,7 @@ def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "run", help="run the whole pipeline from one YAML config (cached, resumable)",
         description="Run the whole pipeline from one YAML config: real dataset, captions, prompt bag, "
-                    "[MVC fine-tuning], generation, annotation, filtering, [publishing], [training runs].",
+                    "[MVC fine-tuning], generation, annotation, filtering, [publishing], [training runs, report].",
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG.yaml", help="pipeline config (see configs/ and docs/CONFIGS.md)")

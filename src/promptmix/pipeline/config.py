@@ -14,7 +14,7 @@ given with another value is an error that names it).
     run_dir: runs/shtb                 # every stage writes here (RUN/)
     task: counting                     # optional: read from real.builder when it can be
     real:     {builder: shanghaitech, root: data/ShanghaiTech, part: B}
-    caption:  {model: Salesforce/blip-image-captioning-base}
+    caption:  {model: Salesforce/blip-image-captioning-base}   # optional when no prompt needs captions
     prompts:  {prefix: large crowd, suffix: grayscale}
     generate: {model: stabilityai/stable-diffusion-2-1-base, images_per_prompt: 10}
     annotate: {annotators: ["sasnet=SHHB.pth"]}
@@ -23,6 +23,7 @@ given with another value is an error that names it).
     train:                                                                 # optional, named runs
       baseline:  {model: rescsrnet, mixing: none}
       promptmix: {model: rescsrnet, mixing: promptmix, r_mix: 500}
+    report:   {baseline: baseline}     # optional: RUN/report compares 2+ runs with their real-only baseline
 
 Relative paths are relative to the current directory (run ``promptmix run`` from the folder the
 config's paths are written for).
@@ -200,6 +201,22 @@ class PublishConfig(StageConfig):
             raise ConfigError(f"publish.version: {_strip_flag(exc)}") from None
 
 
+@dataclasses.dataclass
+class ReportConfig(StageConfig):
+    """The ``report`` section: how the training runs are compared (``promptmix report``). The report stage runs
+    whenever there are two or more training runs; this section is needed only to choose the baseline."""
+
+    _section = "report"
+
+    baseline: str | None = field(None, help="the training run (a train NAME) every other run is compared with; "
+                                            "default: for each run, the real-only run (mixing: none) of the same "
+                                            "model, or the only real-only run")
+
+
+#: settings a ``finetune`` section and ``generate.mvc`` share: generation mixes embeddings as the generator was
+#: trained to; set in ``finetune``, they are copied into ``generate.mvc`` (set in both, they must agree)
+MVC_SHARED = ("coarse", "fine", "fine_max_span", "caption_prefix", "prefix_separator")
+
 #: keys of each section set by the pipeline (run_dir and the other sections), never by the config
 WIRED: dict[str, tuple[str, ...]] = {
     "caption": ("real",),
@@ -215,12 +232,14 @@ class PipelineConfig(StageConfig):
 
     run_dir: Path = field(help="the run folder every stage writes into (RUN/)")
     real: RealConfig = field(help="the real dataset (RealConfig)")
-    caption: CaptionConfig = field(help="captioning of the real train split (CaptionConfig; `promptmix caption "
-                                        "--help`); the prompt bag also reads the task, class names and source "
-                                        "image sizes from it")
     generate: GenerateConfig = field(help="image generation (GenerateConfig; `promptmix generate --help`)")
     task: str | None = field(None, choices=(None, *TASKS),
                              help="counting, depth or classification; read from real.builder when omitted")
+    caption: CaptionConfig | None = field(None, help="captioning of the real train split (CaptionConfig; `promptmix "
+                                                     "caption --help`); needed when captions are prompts "
+                                                     "(prompts.use_captions), fill {caption} templates or feed MVC. "
+                                                     "Without it the prompt bag reads the task, class names and "
+                                                     "source images from the real dataset")
     prompts: PromptBagConfig = field(default_factory=PromptBagConfig,
                                      help="the prompt bag (PromptBagConfig; `promptmix prompts --help`)")
     finetune: MVCFinetuneConfig | None = field(None, help="MVC fine-tuning of the generator (MVCFinetuneConfig); "
@@ -231,6 +250,8 @@ class PipelineConfig(StageConfig):
     train: dict[str, TrainConfig] = field(default_factory=dict,
                                           help="named training runs (each a TrainConfig; `training/train_*.py "
                                                "--help`), e.g. {baseline: {mixing: none}, promptmix: {...}}")
+    report: ReportConfig | None = field(None, help="the comparison of the training runs in RUN/report "
+                                                   "(ReportConfig); written whenever there are two or more runs")
 
     # -- loading --------------------------------------------------------------------------------------
     @classmethod
@@ -240,10 +261,11 @@ class PipelineConfig(StageConfig):
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(fields))}")
-        for key in ("run_dir", "real", "caption", "generate"):
+        for key in ("run_dir", "real", "generate"):
             if data.get(key) in (None, "", {}):
                 raise ConfigError(f"{key}: required key is missing ({fields[key].metadata['help']})")
-        for key in ("real", "caption", "prompts", "finetune", "generate", "annotate", "filter", "publish", "train"):
+        for key in ("real", "caption", "prompts", "finetune", "generate", "annotate", "filter", "publish", "train",
+                    "report"):
             if data.get(key) is not None and not isinstance(data[key], Mapping):
                 raise ConfigError(f"{key}: expected a mapping of settings; got {data[key]!r}")
         if not isinstance(data["run_dir"], (str, Path)):
@@ -269,18 +291,21 @@ class PipelineConfig(StageConfig):
             return klass.from_dict(raw, section=name)
 
         kwargs: dict[str, Any] = {"run_dir": run_dir, "real": real, "task": task}
-        kwargs["caption"] = section_of("caption", CaptionConfig, data["caption"], wires["caption"])
+        if data.get("caption") is not None:
+            kwargs["caption"] = section_of("caption", CaptionConfig, data["caption"], wires["caption"])
         if data.get("prompts") is not None:
             kwargs["prompts"] = PromptBagConfig.from_dict(data["prompts"], section="prompts")
         if data.get("finetune") is not None:
             kwargs["finetune"] = section_of("finetune", MVCFinetuneConfig, data["finetune"], wires["finetune"])
         generate_wires = dict(wires["generate"])
+        generate_raw = dict(data["generate"])
         if data.get("finetune") is not None:
-            if data["generate"].get("model"):
+            if generate_raw.get("model"):
                 raise ConfigError("generate.model: leave it out when a finetune section is present (generation "
                                   f"uses the fine-tuned pipeline in {wires['finetune']['output_dir']})")
             generate_wires["model"] = wires["finetune"]["output_dir"]
-        kwargs["generate"] = section_of("generate", GenerateConfig, data["generate"], generate_wires)
+            generate_raw = _share_mvc_settings(kwargs["finetune"], data["finetune"], generate_raw)
+        kwargs["generate"] = section_of("generate", GenerateConfig, generate_raw, generate_wires)
         if data.get("annotate") is not None:
             kwargs["annotate"] = AnnotateConfig.from_dict(data["annotate"], section="annotate")
         if data.get("filter") is not None:
@@ -298,6 +323,8 @@ class PipelineConfig(StageConfig):
                 wired["fake"] = str(wires["fake_out"])
             train[name] = section_of(f"train.{name}", TrainConfig, raw, wired)
         kwargs["train"] = train
+        if data.get("report") is not None:
+            kwargs["report"] = ReportConfig.from_dict(data["report"], section="report")
         config = cls(**kwargs)
         config.check_sections()
         return config
@@ -307,6 +334,18 @@ class PipelineConfig(StageConfig):
 
     def check_sections(self) -> None:
         """Cross-section rules: what each stage needs from the others."""
+        if self.caption is None:
+            if self.prompts.use_captions:
+                raise ConfigError("prompts.use_captions: true needs captions; add a caption section (the captioning "
+                                  "model) or set prompts.use_captions: false (the prompt bag then reads the task, "
+                                  "class names and source images from the real dataset)")
+            if self.prompts.needs_captions():
+                raise ConfigError("prompts.class_templates: a template with {caption} needs captions; add a caption "
+                                  "section or use only {label} templates")
+            if self.finetune is not None:
+                raise ConfigError("finetune: MVC fine-tuning mixes caption embeddings; add a caption section")
+            if self.generate.mvc is not None and self.generate.mvc.enabled:
+                raise ConfigError("generate.mvc.enabled: MVC mixes caption embeddings; add a caption section")
         if self.finetune is not None and self.task != "classification":
             raise ConfigError(f"finetune: MVC fine-tuning is for classification datasets; the task is {self.task}")
         if self.generate.mvc is not None and self.generate.mvc.enabled and self.task != "classification":
@@ -330,6 +369,13 @@ class PipelineConfig(StageConfig):
             if run.target_annotator is not None and run.target_annotator not in names:
                 raise ConfigError(f"train.{name}.target_annotator: expected one of {', '.join(names) or '(none)'}; "
                                   f"got {run.target_annotator!r}")
+        if self.report is not None:
+            if len(self.train) < 2:
+                raise ConfigError(f"report: compares training runs; needs at least two in train (it has "
+                                  f"{len(self.train)})")
+            if self.report.baseline is not None and self.report.baseline not in self.train:
+                raise ConfigError(f"report.baseline: expected one of the training runs ({', '.join(self.train)}); "
+                                  f"got {self.report.baseline!r}")
 
     def check_inputs(self) -> None:
         """Local files the config names exist (raw datasets, manual prompt files)."""
@@ -363,6 +409,17 @@ class PipelineConfig(StageConfig):
     def finetune_out(self) -> Path:
         return self.run_dir / "finetune"
 
+    @property
+    def report_out(self) -> Path | None:
+        """RUN/report when there are two or more training runs (the report stage), else None."""
+        return self.run_dir / "report" if len(self.train) >= 2 else None
+
+    def report_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`promptmix.training.report.compare_runs` / ``write_report`` for the
+        training runs: their folders, their names in the config and the baseline (``report.baseline``)."""
+        return {"run_dirs": [Path(run.output_dir) for run in self.train.values()], "names": list(self.train),
+                "baseline": self.report.baseline if self.report is not None else None}
+
     def user_dict(self) -> dict[str, Any]:
         """The config as a user writes it: wired keys and unset optional sections left out."""
         out = self.to_dict()
@@ -375,7 +432,10 @@ class PipelineConfig(StageConfig):
                     sec.pop(key, None)
         if self.finetune is not None:
             out["generate"].pop("model", None)
-        return {k: v for k, v in out.items() if v not in (None, {})}
+        order = ("run_dir", "task", "real", "caption", "prompts", "finetune", "generate", "annotate", "filter",
+                 "publish", "train", "report")
+        return {k: out[k] for k in sorted(out, key=lambda k: order.index(k) if k in order else len(order))
+                if out[k] not in (None, {})}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.user_dict(), sort_keys=False)
@@ -386,6 +446,29 @@ def _strip_flag(exc: Exception) -> str:
     import re
 
     return re.sub(r"^--[\w-]+: ", "", str(exc))
+
+
+def _share_mvc_settings(finetune: MVCFinetuneConfig, finetune_raw: Mapping[str, Any],
+                        generate_raw: dict[str, Any]) -> dict[str, Any]:
+    """``generate`` with the MVC settings of ``finetune`` (:data:`MVC_SHARED`) copied into ``generate.mvc`` where
+    it leaves them out; a setting given in ``generate.mvc`` with another value than the generator was fine-tuned
+    with is an error naming both keys."""
+    mvc = generate_raw.get("mvc")
+    if mvc is None:
+        return generate_raw
+    if not isinstance(mvc, Mapping):
+        raise ConfigError(f"generate.mvc: expected a mapping of MVC settings; got {mvc!r}")
+    mvc = dict(mvc)
+    for key in MVC_SHARED:
+        tuned = getattr(finetune, key)
+        if key not in mvc:
+            mvc[key] = tuned
+        elif mvc[key] != tuned:
+            where = "" if key in finetune_raw else " (its default)"
+            raise ConfigError(f"generate.mvc.{key}: {mvc[key]!r} differs from finetune.{key}: {tuned!r}{where}; the "
+                              f"generator is fine-tuned with finetune.{key}, so generation must mix the same way: "
+                              f"set it once, in finetune, and leave generate.mvc.{key} out")
+    return {**generate_raw, "mvc": mvc}
 
 
 def _norm(value: Any) -> str:

@@ -7,9 +7,11 @@ It writes, under ``OUT/``::
                      JPEG quality 75; promptmix.testing.raw_datasets.write_shanghaitech_raw)
     demo.yaml        the pipeline config pointing at them
     run/             the run folder of `promptmix run demo.yaml`: real/, captions/, prompts/, images/,
-                     annotations/, fake/, publish/ (the dataset repo, version 0.1.0), train/{real-only,promptmix}/
+                     annotations/, fake/, publish/ (the dataset repo, version 0.1.0), train/{real-only,promptmix}/,
+                     report/ (the runs against the real-only baseline: report.md and two PNGs)
 
-and runs ``demo.yaml`` through the same runner as ``promptmix run``. Running the demo again reuses
+and runs ``demo.yaml`` through the same runner as ``promptmix run``, then prints the report stage's table
+(:mod:`promptmix.training.report`, as ``promptmix report`` prints it). Running the demo again reuses
 what is there (every stage is cached).
 """
 
@@ -103,24 +105,6 @@ def write_demo_inputs(out: str | Path, settings: DemoSettings | None = None) -> 
     return path
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) else "-"
-
-
-def result_table(records: dict[str, dict]) -> str:
-    """MAE / RMSE on the test split of each training run."""
-    rows = [("training run", "test MAE", "test RMSE", "lr")]
-    for name, rec in records.items():
-        if not name.startswith("train."):
-            continue
-        rows.append((name.split(".", 1)[1], _fmt(rec.get("test/mae")), _fmt(rec.get("test/rmse")),
-                     f"{rec.get('chosen_lr'):g}" if rec.get("chosen_lr") else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join("  " + line for line in lines)
-
-
 def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | None = None, config_only: bool = False,
              echo: Callable[[str], None] = print) -> int:
     """Write the demo's inputs, run them through ``promptmix run``, print the results. Returns an exit code."""
@@ -146,8 +130,10 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
     run_dir = Path(config.run_dir)
     publish_dir = config.publish_dir
     echo("")
-    echo("results (test split; tiny random models, so the numbers are meaningless):")
-    echo(result_table(result.records))
+    echo("results (tiny random models, so the numbers are meaningless):")
+    from ..training.report import compare_runs
+
+    echo(compare_runs(**config.report_arguments()).table())
     filt = result.records.get("filter", {})
     if filt:
         echo(f"fake dataset: {filt.get('kept')} of {filt.get('rows')} generated images kept "
@@ -158,6 +144,7 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
              ("sample grid", publish_dir / "assets" / "samples.png"),
              ("published dataset (v0.1.0)", publish_dir),
              ("fake dataset", config.fake_out),
+             ("report", config.report_out / "report.md"),
              ("metrics", run_dir / "train" / "real-only" / "metrics.json"),
              ("", run_dir / "train" / "promptmix" / "metrics.json"),
              ("run state", run_dir / "pipeline" / "state.json"),

@@ -18,6 +18,12 @@ whose record has another key has its outputs inside the run folder removed (rena
 whose record is ``running`` with the same key was interrupted: it is run again without clearing,
 and resumes from its own chunk files. A stage that ran in this invocation forces every stage that
 reads it to run too.
+
+A *continuable* stage (``continue_settings`` set: its settings less those it can continue past, such
+as the step count of a training) also records a second key, ``continue_key``, made like ``key`` from
+``continue_settings``. When its key changed but its continue key did not (only e.g. ``max_train_steps``
+was raised) and ``can_continue()`` agrees, its outputs are kept and it runs on them: it continues from
+its last checkpoint instead of starting over.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class Stage:
     e.g. ``accelerate launch -m promptmix generate`` on the same run folder) are this stage's own
     kind of output: the stage then runs on them (it checks they fit its config and resumes) instead
     of the runner refusing to touch them.
+    ``continue_settings``: for a stage that can continue its own finished or interrupted work after some
+    settings changed (a training raised to more steps), its settings without those; ``can_continue``
+    says whether the outputs on disk can be continued to the current settings (e.g. the last checkpoint
+    is not past the new step count). See the module docstring.
     """
 
     name: str
@@ -70,6 +80,8 @@ class Stage:
     group: str = ""
     description: str = ""
     adoptable: Callable[[], bool] | None = None
+    continue_settings: Any = None
+    can_continue: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self.group = self.group or self.name
@@ -197,6 +209,21 @@ def stage_key(stage: Stage, input_keys: Mapping[str, str], fingerprint: Any = No
                         "external": fingerprint})
 
 
+def continue_key(stage: Stage, input_keys: Mapping[str, str], fingerprint: Any = None) -> str | None:
+    """The key a continuable stage's record must share to be continued (None: the stage cannot continue)."""
+    if stage.continue_settings is None:
+        return None
+    return stable_hash({"stage": stage.name, "continue": stage.continue_settings,
+                        "inputs": {name: input_keys[name] for name in stage.inputs},
+                        "external": fingerprint})
+
+
+def _continues(stage: Stage, rec: Mapping[str, Any] | None, ckey: str | None) -> bool:
+    """The record has another key but the same continue key, and the stage can continue its outputs."""
+    return (ckey is not None and bool(rec) and rec.get("continue_key") == ckey and _outputs_exist(stage)
+            and (stage.can_continue is None or bool(stage.can_continue())))
+
+
 def _outputs_exist(stage: Stage) -> bool:
     return all(p.exists() for p in stage.outputs)
 
@@ -307,11 +334,16 @@ def _require_up_to_date(stage: Stage, key: str, state: PipelineState, from_stage
 
 
 def _run_one(stage: Stage, run_dir: Path, state: PipelineState, keys: dict[str, str], forced: bool) -> StageResult:
-    key = stage_key(stage, keys, stage.external() if stage.external else None)
+    fingerprint = stage.external() if stage.external else None
+    key = stage_key(stage, keys, fingerprint)
+    ckey = continue_key(stage, keys, fingerprint)
     rec = state.get(stage.name)
     if rec and rec.get("status") == "done" and rec.get("key") == key and _outputs_exist(stage) and not forced:
+        if ckey is not None and rec.get("continue_key") != ckey:  # a record written before it had one
+            state.set(stage.name, {**rec, "continue_key": ckey})
         return StageResult(stage.name, CACHED, key, reason=f"key {key}")
     resume = bool(rec) and rec.get("status") == "running" and rec.get("key") == key
+    continued = not resume and not forced and rec is not None and _continues(stage, rec, ckey)
     adopted = False
     if rec is None:
         stray = [p for p in _owned_outputs(stage, run_dir) if p.exists()]
@@ -319,19 +351,20 @@ def _run_one(stage: Stage, run_dir: Path, state: PipelineState, keys: dict[str, 
             raise InputError(f"{stray[0]} exists but was not written by `promptmix run` (no record of stage "
                              f"{stage.name!r} in {state.path}); move it away or choose another run_dir")
         adopted = bool(stray)
-    elif not resume:
+    elif not resume and not continued:
         removed = clear_outputs(stage, run_dir)
         if removed:
             logger.info("%s: removed stale outputs %s", stage.name, ", ".join(map(str, removed)))
-    reason = ("resumed" if resume else "adopted the outputs already there" if adopted
-              else "inputs changed" if forced and rec else "")
-    state.set(stage.name, {"key": key, "status": "running", "started_at": _now(),
+    reason = ("resumed" if resume else "continued from its last checkpoint" if continued
+              else "adopted the outputs already there" if adopted else "inputs changed" if forced and rec else "")
+    keys_rec = {"key": key, **({"continue_key": ckey} if ckey is not None else {})}
+    state.set(stage.name, {**keys_rec, "status": "running", "started_at": _now(),
                            "outputs": [_rel(p, run_dir) for p in stage.outputs]})
     t0 = time.perf_counter()
     logger.info("%s: running (key %s)", stage.name, key)
     record = stage.run() or {}
     seconds = time.perf_counter() - t0
-    state.set(stage.name, {"key": key, "status": "done", "started_at": state.get(stage.name)["started_at"],
+    state.set(stage.name, {**keys_rec, "status": "done", "started_at": state.get(stage.name)["started_at"],
                            "finished_at": _now(), "seconds": round(seconds, 3),
                            "outputs": [_rel(p, run_dir) for p in stage.outputs],
                            "record": json.loads(json.dumps(dict(record), default=str))})
@@ -346,7 +379,9 @@ def _plan(run_dir: Path, stages: Sequence[Stage], groups: list[str], i_from: int
     results = []
     for stage in stages:
         gi = groups.index(stage.group)
-        key = stage_key(stage, keys, stage.external() if stage.external else None)
+        fingerprint = stage.external() if stage.external else None
+        key = stage_key(stage, keys, fingerprint)
+        ckey = continue_key(stage, keys, fingerprint)
         keys[stage.name] = key
         rec = state.get(stage.name) if state else None
         up_to_date = bool(rec) and rec.get("status") == "done" and rec.get("key") == key and _outputs_exist(stage)
@@ -357,8 +392,10 @@ def _plan(run_dir: Path, stages: Sequence[Stage], groups: list[str], i_from: int
         elif up_to_date and i_from is None and not any(i in will_run for i in stage.inputs):
             result = StageResult(stage.name, CACHED, key, reason=f"key {key}")
         else:
+            forced = i_from is not None or any(i in will_run for i in stage.inputs)
             will_run.add(stage.name)
             why = ("interrupted; resumes" if rec and rec.get("status") == "running" and rec.get("key") == key
+                   else "changed; continues from its last checkpoint" if not forced and _continues(stage, rec, ckey)
                    else "changed" if rec else "new")
             result = StageResult(stage.name, PLANNED, key, reason=why)
         results.append(result)

@@ -6,17 +6,20 @@ No stage logic lives here: :func:`build_stages` turns a :class:`PipelineConfig` 
 ``filter_run``, ``publish_run`` and ``train``. What each stage reads and writes::
 
     real       raw files / Hub dataset        -> real_out (RUN/real)
-    caption    real_out                       -> RUN/captions
-    prompts    RUN/captions                   -> RUN/prompts
-    finetune   RUN/captions, real_out          -> RUN/finetune      (MVC configs only)
+    caption    real_out                       -> RUN/captions      (when there is a caption section)
+    prompts    RUN/captions, or real_out      -> RUN/prompts       (real_out: task, classes, sources)
+    finetune   RUN/captions, real_out          -> RUN/finetune      (MVC configs only; continuable)
     generate   RUN/prompts [, RUN/finetune]   -> RUN/images        (chunk files: resumes)
     annotate   RUN/images                     -> RUN/annotations   (chunk files: resumes)
     filter     RUN/images, RUN/annotations    -> RUN/fake
     publish    RUN/fake                       -> RUN/publish (and the Hub when push: true)
     train.NAME real_out [, RUN/fake]          -> RUN/train/NAME    (checkpoints: resumes)
+    report     RUN/train/*                    -> RUN/report        (two or more training runs)
 
 The settings hashed into a stage's key are its section's ``hashed_dict()`` without the wired keys
-(paths the pipeline sets), so moving a run folder does not invalidate it.
+(paths the pipeline sets), so moving a run folder does not invalidate it. ``finetune`` is
+*continuable* (:class:`~promptmix.pipeline.runner.Stage`): raising only ``epochs`` or
+``max_train_steps`` continues from its last checkpoint instead of starting over.
 """
 
 from __future__ import annotations
@@ -91,25 +94,30 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     run_dir = cfg.run_dir
     stages = [_real_stage(cfg)]
 
-    def caption():
-        from ..generation.captions import caption_dataset
+    if cfg.caption is not None:
+        def caption():
+            from ..generation.captions import caption_dataset
 
-        out = caption_dataset(cfg.caption, run_dir)
-        return {"out": str(out)}
+            out = caption_dataset(cfg.caption, run_dir)
+            return {"out": str(out)}
 
-    stages.append(Stage("caption", caption, inputs=("real",), settings=_settings(cfg.caption, WIRED["caption"]),
-                        outputs=(run_dir / "captions",), description="captions of the real train split",
-                        adoptable=_has(run_dir / "captions" / "info.json", run_dir / "captions" / ".work-*")))
+        stages.append(Stage("caption", caption, inputs=("real",), settings=_settings(cfg.caption, WIRED["caption"]),
+                            outputs=(run_dir / "captions",), description="captions of the real train split",
+                            adoptable=_has(run_dir / "captions" / "info.json", run_dir / "captions" / ".work-*")))
 
     def prompts():
         from ..generation.prompts import build_prompt_bag, load_prompt_bag
 
-        out = build_prompt_bag(cfg.prompts, run_dir)
+        if cfg.caption is not None:
+            out = build_prompt_bag(cfg.prompts, run_dir)
+        else:  # no captions: the task, class names and source images come from the real dataset itself
+            revision = cfg.real.revision if cfg.real.builder == "folder" else None
+            out = build_prompt_bag(cfg.prompts, run_dir, real=str(cfg.real_out), real_revision=revision)
         return {"out": str(out), "prompts": len(load_prompt_bag(out))}
 
-    stages.append(Stage("prompts", prompts, inputs=("caption",), settings=_settings(cfg.prompts),
-                        outputs=(run_dir / "prompts",), description="the prompt bag",
-                        adoptable=_has(run_dir / "prompts" / "info.json")))
+    stages.append(Stage("prompts", prompts, inputs=("caption",) if cfg.caption is not None else ("real",),
+                        settings=_settings(cfg.prompts), outputs=(run_dir / "prompts",),
+                        description="the prompt bag", adoptable=_has(run_dir / "prompts" / "info.json")))
 
     gen_inputs = ["prompts"]
     gen_wired = WIRED["generate"]
@@ -122,7 +130,9 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         stages.append(Stage("finetune", finetune, inputs=("caption", "real"),
                             settings=_settings(cfg.finetune, WIRED["finetune"]), outputs=(cfg.finetune_out,),
                             description="MVC fine-tuning of the generator",
-                            adoptable=_has(cfg.finetune_out / "training.json", cfg.finetune_out / "checkpoints")))
+                            adoptable=_has(cfg.finetune_out / "training.json", cfg.finetune_out / "checkpoints"),
+                            continue_settings=_finetune_continue_settings(cfg.finetune),
+                            can_continue=lambda: finetune_can_continue(cfg.finetune)))
         gen_inputs.append("finetune")
         gen_wired = (*gen_wired, "model")
 
@@ -184,7 +194,66 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
 
     for name, run_cfg in cfg.train.items():
         stages.append(_train_stage(name, run_cfg, cfg))
+    if cfg.report_out is not None:
+        stages.append(_report_stage(cfg))
     return stages
+
+
+def _finetune_continue_settings(ft) -> str:
+    """:meth:`MVCFinetuneConfig.resume_hash` (every setting but the step count) without the wired paths, so
+    a moved run folder still continues."""
+    return dataclasses.replace(ft, captions="RUN", real=None, output_dir="RUN/finetune").resume_hash()
+
+
+def finetune_can_continue(ft) -> bool:
+    """Can the MVC fine-tuning in ``ft.output_dir`` be continued to ``ft``'s step count?
+
+    Yes when its newest checkpoint is at most at the new number of steps: ``max_train_steps``, or ``epochs``
+    times the optimisation steps per epoch of the run that made the checkpoint (known when that run counted
+    in epochs too). Otherwise (fewer steps than already trained, or the steps per epoch unknown) it starts over.
+    """
+    import json
+
+    import yaml
+
+    from ..training.mvc_finetune import CONFIG_FILE, STATE_FILE, list_checkpoints
+
+    if ft.resume == "never":
+        return False
+    out = Path(ft.output_dir)
+    found = list_checkpoints(out)
+    try:
+        done = int(json.loads((found[-1] / STATE_FILE).read_text(encoding="utf-8"))["global_step"]) if found else None
+        if done is None:
+            return False
+        if ft.max_train_steps is not None:
+            return done <= ft.max_train_steps
+        before = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        state = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+        if before.get("max_train_steps") is not None or not before.get("epochs"):
+            return False
+        steps_per_epoch = int(state["max_train_steps"]) // int(before["epochs"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return False
+    return done <= ft.epochs * steps_per_epoch
+
+
+def _report_stage(cfg: PipelineConfig) -> Stage:
+    out = cfg.report_out
+    args = cfg.report_arguments()
+
+    def run():
+        from ..training.report import write_report
+
+        files = write_report(out_dir=out, **args)
+        comparison = files.comparison
+        return {"out": str(files.report), "baselines": comparison.baselines,
+                "changes": {f"{c.run} {c.metric}": c.change for c in comparison.changes if c.change is not None}}
+
+    settings = {"baseline": args["baseline"], "runs": args["names"]}
+    return Stage("report", run, inputs=tuple(f"train.{n}" for n in cfg.train), settings=settings, outputs=(out,),
+                 description="the training runs against their baseline (report.md, PNGs)",
+                 adoptable=_has(out / "report.md"))
 
 
 def _train_stage(name: str, run_cfg, cfg: PipelineConfig) -> Stage:

@@ -99,12 +99,17 @@ def _model_info(args) -> int:
 
 # -- promptmix report ----------------------------------------------------------------------------------------
 def _report(args) -> int:
-    from .report import plot_curves, report_table
+    from ..errors import InputError
+    from .report import REPORT_FILE, compare_runs, write_report
 
-    print(report_table(args.runs))
-    if args.out != "none":
-        out = plot_curves(args.runs, args.out)
-        print(f"wrote {out}")
+    if args.out.lower() == "none":
+        print(compare_runs(args.runs, baseline=args.baseline).table())
+        return 0
+    if Path(args.out).suffix.lower() == ".png":
+        raise InputError(f"--out: expected a folder ({REPORT_FILE} and two PNGs go there); got {args.out}")
+    files = write_report(args.runs, args.out, baseline=args.baseline)
+    print(files.comparison.table())
+    print(f"wrote {files.report} ({files.bars.name}, {files.curves.name} beside it)")
     return 0
 
 
@@ -150,15 +155,32 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=_model_info)
 
     r = subparsers.add_parser(
-        "report", help="compare training runs side by side and plot their training curves",
-        description="Print a table of the runs' validation/* and test/* metrics (one row per run) and write "
-                    "a PNG with each run's training loss and validation metric per epoch.",
-        epilog="examples:\n  promptmix report runs/shtb-base runs/shtb-promptmix --out shtb.png\n"
-               "  promptmix report runs/* --out none\n",
+        "report", help="compare training runs with their real-only baseline (tables, report.md, PNGs)",
+        description="Compare training runs with their real-only baseline, as PromptMix Tables I-II and MVC "
+                    "Table 5 do.",
+        epilog="""\
+For every test/* and validation/* metric of every run: its value, its change against the baseline
+(run - baseline, and in % of the baseline) and whether that is better or worse (lower is better for
+mae, rmse, abs_rel: marked ↓; higher for top1, top5, delta1-3: marked ↑). Prints the tables and writes
+OUT/report.md, OUT/test_metric.png (a bar per run), OUT/training_curves.png and OUT/comparison.json.
+
+The baseline of a run is --baseline when given; otherwise the real-only run (mixing: none) of the same
+model, or the only real-only run. `promptmix run` writes the same report to RUN/report/ when a config has
+two or more training runs.
+
+examples:
+  promptmix report runs/shtb/train/* --out shtb-report
+  promptmix report runs/mvc-toy/train/* --baseline baseline          # MVC Table 5: strategies vs baseline
+  promptmix report runs/a/train/promptmix --baseline runs/a/train/baseline --out none   # print only
+""",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="--output-dir folders of training runs")
-    r.add_argument("--out", default="training_curves.png", help="PNG to write ('none' for no figure); "
-                                                                "default training_curves.png")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="--output-dir folders of training runs (metrics.json)")
+    r.add_argument("--baseline", metavar="NAME_OR_DIR",
+                   help="compare every run with this one: a run's name (its folder name) or a run folder "
+                        "(added to the runs when not among them); default: the real-only run of each model")
+    r.add_argument("--out", default="report", metavar="DIR",
+                   help="folder for report.md, test_metric.png, training_curves.png, comparison.json "
+                        "(default ./report; 'none': print only)")
     r.set_defaults(func=_report)
 
     from .config import add_config_arguments

@@ -33,7 +33,7 @@ from datasets import Dataset, Image as ImageFeature
 from PIL import Image
 
 from .. import schema
-from ..builders.loading import load_real, local_cache_dir
+from ..builders.loading import load_real, load_source
 from ..errors import InputError
 from .mixing import FAKE, REAL
 
@@ -52,17 +52,12 @@ _REAL_COLUMNS = {"counting": (schema.POINTS, schema.COUNT), "depth": (schema.DEP
 
 
 def _load_fake(ref: str, revision: str | None, config_name: str) -> Dataset:
-    import datasets
-
     try:
-        loaded = datasets.load_dataset(ref, name=config_name, revision=revision, cache_dir=local_cache_dir(ref))
-    except ValueError as exc:
-        if "config" in str(exc).lower():
-            raise InputError(f"fake dataset {ref!r}: no config {config_name!r} ({exc}); promptmix fake datasets "
-                             f"have configs 'kept' and 'all'") from None
-        raise InputError(f"fake dataset {ref!r} could not be loaded: {exc}") from None
-    except Exception as exc:
-        raise InputError(f"fake dataset {ref!r} (revision {revision or 'main'}) could not be loaded: {exc}") from None
+        loaded = load_source(ref, revision, name=config_name, what="fake dataset")
+    except InputError as exc:
+        if f"'{config_name}'" in str(exc) and "config" in str(exc).lower():
+            raise InputError(f"{exc}; promptmix fake datasets have configs 'kept' and 'all'") from None
+        raise
     if isinstance(loaded, Dataset):
         return loaded
     if "train" in loaded:
