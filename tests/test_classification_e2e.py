@@ -108,19 +108,26 @@ def test_both_annotators_labelled_every_row_and_the_filter_kept_75_percent(toy_r
 
 def test_baseline_and_the_three_mvc_strategies_trained_and_compare_in_a_report(toy_run, capsys, monkeypatch):
     from promptmix.cli import main
-    from promptmix.training.report import report_table
 
-    dirs = [toy_run / "train" / name for name in STRATEGIES]
+    metrics = {}
     for name, mixing in STRATEGIES.items():
-        metrics = json.loads((toy_run / "train" / name / "metrics.json").read_text())
-        assert metrics["mixing"] == mixing
-        assert 0.0 <= metrics["test/top1"] <= 1.0
+        metrics[name] = json.loads((toy_run / "train" / name / "metrics.json").read_text())
+        assert metrics[name]["mixing"] == mixing
+        assert 0.0 <= metrics[name]["test/top1"] <= 1.0
     two_phase = yaml.safe_load((toy_run / "train" / "two-phase" / "config.yaml").read_text())
     assert two_phase["two_phase_epochs"] == 1
-    table = report_table(dirs)
-    lines = table.splitlines()
-    assert len(lines) == 2 + len(STRATEGIES) and "test/top1" in lines[0]
-    assert [line.split()[0] for line in lines[2:]] == list(STRATEGIES)
+    # the report stage: Table 5, every strategy against the real-only baseline
+    comparison = json.loads((toy_run / "report" / "comparison.json").read_text())
+    assert [r["name"] for r in comparison["runs"]] == list(STRATEGIES)
+    assert {r["name"]: r["baseline"] for r in comparison["runs"]} == {
+        "baseline": None, "combined": "baseline", "two-phase": "baseline", "rsp": "baseline"}
+    for c in comparison["changes"]:
+        if c["metric"] == "test/top1" and c["run"] != "baseline":
+            change = metrics[c["run"]]["test/top1"] - metrics["baseline"]["test/top1"]
+            assert c["change"] == pytest.approx(change)
+            assert c["verdict"] == ("better" if change > 0 else "worse" if change < 0 else "same")  # higher is better
+    report = (toy_run / "report" / "report.md").read_text()
+    assert "| test/top1 ↑ | rsp |" in report and (toy_run / "report" / "test_metric.png").is_file()
     # a second run of the same config changes nothing
     monkeypatch.chdir(toy_run.parent.parent)
     capsys.readouterr()
@@ -128,3 +135,39 @@ def test_baseline_and_the_three_mvc_strategies_trained_and_compare_in_a_report(t
     out = capsys.readouterr().out
     stage_lines = [line.split() for line in out.splitlines() if line.startswith("  ")]
     assert stage_lines and all(parts[1] == "cached" for parts in stage_lines)
+
+
+def test_raising_the_fine_tuning_steps_continues_from_the_last_checkpoint(toy_run, capsys, monkeypatch):
+    """Runs last: it changes the run folder. Only finetune.max_train_steps changes (2 -> 3): the stage continues
+    from checkpoint-2 instead of deleting its outputs and training from step 0."""
+    from promptmix.cli import main
+
+    finetune = toy_run / "finetune"
+    losses = json.loads((finetune / "losses.json").read_text())
+    pairs = (finetune / "pairs.parquet").stat().st_mtime_ns
+    monkeypatch.chdir(toy_run.parent.parent)
+    capsys.readouterr()
+    assert main(["run", str(CONFIG), "--set", "finetune.max_train_steps=3", "--until", "finetune"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["finetune"])
+    assert line.split()[1] == "ran" and "continued from its last checkpoint" in line
+    state = json.loads((finetune / "training.json").read_text())
+    assert state["status"] == "finished" and state["global_step"] == 3
+    after = json.loads((finetune / "losses.json").read_text())
+    assert [r["step"] for r in after] == [1, 2, 3] and after[:2] == losses  # steps 1-2 were not redone
+    assert (finetune / "pairs.parquet").stat().st_mtime_ns == pairs
+    # the same as fine-tuning 3 steps from the start (constant learning rate)
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from promptmix.pipeline import load_config
+    from promptmix.training.mvc_finetune import finetune_mvc
+
+    ft = load_config(CONFIG, overrides=["finetune.max_train_steps=3"]).finetune
+    fresh = finetune_mvc(dataclasses.replace(ft, output_dir=str(toy_run.parent / "fresh-finetune"), sample_images=0))
+    assert json.loads((fresh / "losses.json").read_text()) == after
+    weights = sorted((finetune / "unet").glob("*.safetensors"))
+    assert weights
+    for path in weights:
+        a, b = load_file(str(path)), load_file(str(fresh / "unet" / path.name))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -197,3 +197,72 @@ def test_run_refuses_to_start_under_a_distributed_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="runs in one process .*accelerate launch -m promptmix generate"):
         run_pipeline(PipelineConfig.from_dict(BASE))
+
+
+MVC = yaml.safe_load("""
+run_dir: RUN
+real: {builder: imagefolder, root: raw}
+caption: {model: models/captioner}
+prompts: {class_templates: ["a photo of a {label}"]}
+finetune: {base_model: models/sd, coarse: 2, fine: 0, caption_prefix: "A photo of {label}", max_train_steps: 4}
+generate: {mvc: {enabled: true, images_per_class: 2}, steps: 2}
+""")
+
+
+def test_mvc_settings_of_finetune_fill_generate_mvc_and_must_agree():
+    cfg = PipelineConfig.from_dict(MVC)
+    mvc, ft = cfg.generate.mvc, cfg.finetune
+    assert (mvc.coarse, mvc.fine, mvc.caption_prefix) == (2, 0, "A photo of {label}")  # copied from finetune
+    assert (mvc.fine_max_span, mvc.prefix_separator) == (ft.fine_max_span, ft.prefix_separator)  # its defaults too
+    assert mvc.images_per_class == 2 and cfg.generate.model == str(Path("RUN") / "finetune")
+    same = PipelineConfig.from_dict(with_value("generate.mvc.coarse", 2, MVC))  # set in both, equal: fine
+    assert same.generate.mvc.coarse == 2
+    assert ("generate.mvc.coarse: 3 differs from finetune.coarse: 2; the generator is fine-tuned with "
+            "finetune.coarse") in error_of(with_value("generate.mvc.coarse", 3, MVC))
+    message = error_of(with_value("generate.mvc.prefix_separator", " - ", MVC))
+    assert "generate.mvc.prefix_separator: ' - ' differs from finetune.prefix_separator: '. ' (its default)" in message
+    assert "leave generate.mvc.prefix_separator out" in message
+    again = PipelineConfig.from_dict(yaml.safe_load(cfg.to_yaml()))  # the saved config loads again
+    assert again.generate.mvc == mvc
+
+
+def test_without_a_caption_section_the_prompt_bag_reads_the_real_dataset():
+    from promptmix.pipeline.stages import build_stages
+
+    data = with_value("caption", _DELETE, with_value("prompts.use_captions", False))
+    cfg = PipelineConfig.from_dict(data)
+    stages = {s.name: s for s in build_stages(cfg)}
+    assert cfg.caption is None and "caption" not in stages and stages["prompts"].inputs == ("real",)
+    assert "caption" not in yaml.safe_load(cfg.to_yaml())
+    assert "prompts.use_captions: true needs captions; add a caption section" in error_of(
+        with_value("caption", None))
+    cls = with_value("caption", _DELETE, with_value("prompts.use_captions", False, MVC))
+    assert "finetune: MVC fine-tuning mixes caption embeddings; add a caption section" in error_of(cls)
+    cls = with_value("finetune", _DELETE, with_value("generate.model", "models/sd", cls))
+    assert "generate.mvc.enabled: MVC mixes caption embeddings" in error_of(cls)
+    cls = with_value("generate.mvc", _DELETE, cls)
+    assert PipelineConfig.from_dict(cls).caption is None  # label prompts only: no captions needed
+    assert "a template with {caption} needs captions" in error_of(
+        with_value("prompts.class_templates", ["{label}, {caption}"], cls))
+
+
+def test_finetune_stage_continues_when_only_the_step_count_changes():
+    from promptmix.pipeline.runner import continue_key
+    from promptmix.pipeline.stages import build_stages
+
+    def finetune_keys(data):
+        done = {}
+        for s in build_stages(PipelineConfig.from_dict(data)):
+            done[s.name] = stage_key(s, done, "fp" if s.name == "real" else None)
+            if s.name == "finetune":
+                return done[s.name], continue_key(s, done, None)
+
+    key, ckey = finetune_keys(MVC)
+    more_steps = finetune_keys(with_value("finetune.max_train_steps", 8, MVC))
+    assert more_steps[0] != key and more_steps[1] == ckey  # another result, but it continues
+    assert finetune_keys(with_value("finetune.epochs", 3, MVC))[1] == ckey
+    lr = finetune_keys(with_value("finetune.learning_rate", 1e-3, MVC))
+    assert lr[0] != key and lr[1] != ckey  # starts over
+    assert finetune_keys(with_value("run_dir", "/elsewhere", MVC)) == (key, ckey)  # a moved run folder continues
+    caption = finetune_keys(with_value("caption.max_new_tokens", 5, MVC))
+    assert caption[1] != ckey  # other captions: start over

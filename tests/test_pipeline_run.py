@@ -216,3 +216,91 @@ def test_generation_run_by_its_own_command_is_adopted_by_promptmix_run(tmp_path,
 
     generated = sum(pq.ParquetFile(p).metadata.num_rows for p in chunks)
     assert result.result("filter").status == RAN and result.records["filter"]["rows"] == generated
+
+
+class Steps:
+    """A continuable stage 'train' (settings: lr, steps) and a stage 'use' reading it. 'train' appends one line
+    per step to RUN/train/log.txt, from where its outputs left off, like a training continuing a checkpoint."""
+
+    def __init__(self, run_dir: Path, lr: float = 0.1, steps: int = 2, can_continue: bool = True):
+        self.run_dir, self.lr, self.steps, self.ok = run_dir, lr, steps, can_continue
+
+    def stages(self):
+        log = self.run_dir / "train" / "log.txt"
+
+        def train():
+            log.parent.mkdir(parents=True, exist_ok=True)
+            done = log.read_text().splitlines() if log.exists() else []
+            log.write_text("".join(f"{line}\n" for line in done + [f"lr={self.lr} step={i + 1}"
+                                                                    for i in range(len(done), self.steps)]))
+            return {"steps": self.steps}
+
+        def use():
+            (self.run_dir / "use").mkdir(exist_ok=True)
+            (self.run_dir / "use" / "out.txt").write_text(log.read_text())
+
+        return [Stage("train", train, settings={"lr": self.lr, "steps": self.steps}, outputs=(log.parent,),
+                      continue_settings={"lr": self.lr}, can_continue=lambda: self.ok),
+                Stage("use", use, inputs=("train",), settings={}, outputs=(self.run_dir / "use",))]
+
+
+def test_a_continuable_stage_continues_when_only_its_step_count_changes(tmp_path):
+    log = tmp_path / "train" / "log.txt"
+    run_stages(tmp_path, Steps(tmp_path, steps=2).stages())
+    assert PipelineState(tmp_path).get("train")["continue_key"]
+    res = run_stages(tmp_path, Steps(tmp_path, steps=4).stages(), plan_only=True)
+    assert res[0].reason == "changed; continues from its last checkpoint"
+    res = run_stages(tmp_path, Steps(tmp_path, steps=4).stages())
+    assert statuses(res) == {"train": RAN, "use": RAN} and res[0].reason == "continued from its last checkpoint"
+    assert log.read_text().splitlines() == [f"lr=0.1 step={i}" for i in (1, 2, 3, 4)]  # steps 1-2 kept
+    assert (tmp_path / "use" / "out.txt").read_text() == log.read_text()  # what reads it ran again
+    assert statuses(run_stages(tmp_path, Steps(tmp_path, steps=4).stages())) == {"train": CACHED, "use": CACHED}
+
+    # another learning rate: not a continuation; the old steps are cleared first
+    run_stages(tmp_path, Steps(tmp_path, lr=0.5, steps=3).stages())
+    assert log.read_text().splitlines() == [f"lr=0.5 step={i}" for i in (1, 2, 3)]
+    # the stage says its outputs cannot be continued (e.g. fewer steps than trained): cleared too
+    res = run_stages(tmp_path, Steps(tmp_path, lr=0.5, steps=2, can_continue=False).stages())
+    assert res[0].reason == "" and log.read_text().splitlines() == ["lr=0.5 step=1", "lr=0.5 step=2"]
+    # --from reruns from scratch
+    res = run_stages(tmp_path, Steps(tmp_path, lr=0.5, steps=5).stages(), from_stage="train")
+    assert res[0].reason == "inputs changed" and len(log.read_text().splitlines()) == 5
+    assert log.read_text().splitlines()[0] == "lr=0.5 step=1"
+
+
+def _fake_finetune(out: Path, *, steps_done: int, config: dict, max_steps: int, resume_hash: str) -> None:
+    """What an MVC fine-tuning leaves behind, enough for finetune_can_continue: config.yaml, training.json and
+    its newest checkpoint's training.json."""
+    import yaml
+
+    ckpt = out / "checkpoints" / f"checkpoint-{steps_done}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "training.json").write_text(json.dumps({"global_step": steps_done, "resume_hash": resume_hash}))
+    (out / "training.json").write_text(json.dumps({"status": "finished", "global_step": steps_done,
+                                                   "max_train_steps": max_steps}))
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_finetune_can_continue_only_up_to_more_steps(tmp_path):
+    from promptmix.pipeline.stages import finetune_can_continue
+    from promptmix.training.mvc_finetune import MVCFinetuneConfig
+
+    def ft(**kw):
+        return MVCFinetuneConfig(captions="RUN", output_dir=str(tmp_path / "ft"), **kw)
+
+    made_with = ft().resume_hash()
+    assert not finetune_can_continue(ft(max_train_steps=8))  # nothing to continue
+    _fake_finetune(tmp_path / "ft", steps_done=4, config={"max_train_steps": 4, "epochs": 100}, max_steps=4,
+                   resume_hash=made_with)
+    assert finetune_can_continue(ft(max_train_steps=8)) and finetune_can_continue(ft(max_train_steps=4))
+    assert not finetune_can_continue(ft(max_train_steps=3))  # already past it: start over
+    assert not finetune_can_continue(ft(max_train_steps=8, resume="never"))
+    assert not finetune_can_continue(ft(epochs=10))  # steps per epoch unknown: trained by step count
+    assert not finetune_can_continue(ft(max_train_steps=8, learning_rate=1e-3))  # the checkpoint's settings differ
+    import shutil
+
+    shutil.rmtree(tmp_path / "ft")  # trained 2 epochs of 3 steps
+    _fake_finetune(tmp_path / "ft", steps_done=6, config={"max_train_steps": None, "epochs": 2}, max_steps=6,
+                   resume_hash=made_with)
+    assert finetune_can_continue(ft(epochs=3)) and finetune_can_continue(ft(epochs=2))
+    assert not finetune_can_continue(ft(epochs=1))

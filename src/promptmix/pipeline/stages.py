@@ -200,17 +200,19 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
 
 
 def _finetune_continue_settings(ft) -> str:
-    """:meth:`MVCFinetuneConfig.resume_hash` (every setting but the step count) without the wired paths, so
-    a moved run folder still continues."""
+    """:meth:`MVCFinetuneConfig.resume_hash` (every setting but the step count) without the wired paths, which
+    stage keys leave out (the checkpoint itself is checked with its paths: :func:`finetune_can_continue`)."""
     return dataclasses.replace(ft, captions="RUN", real=None, output_dir="RUN/finetune").resume_hash()
 
 
 def finetune_can_continue(ft) -> bool:
     """Can the MVC fine-tuning in ``ft.output_dir`` be continued to ``ft``'s step count?
 
-    Yes when its newest checkpoint is at most at the new number of steps: ``max_train_steps``, or ``epochs``
-    times the optimisation steps per epoch of the run that made the checkpoint (known when that run counted
-    in epochs too). Otherwise (fewer steps than already trained, or the steps per epoch unknown) it starts over.
+    Yes when its newest checkpoint was made with the same :meth:`~MVCFinetuneConfig.resume_hash` (what
+    ``finetune_mvc`` checks before resuming: every setting but the step count, paths included) and is at most
+    at the new number of steps: ``max_train_steps``, or ``epochs`` times the optimisation steps per epoch of the
+    run that made the checkpoint (known when that run counted in epochs too). Otherwise (other settings or
+    paths, fewer steps than already trained, the steps per epoch unknown) it starts over.
     """
     import json
 
@@ -223,9 +225,12 @@ def finetune_can_continue(ft) -> bool:
     out = Path(ft.output_dir)
     found = list_checkpoints(out)
     try:
-        done = int(json.loads((found[-1] / STATE_FILE).read_text(encoding="utf-8"))["global_step"]) if found else None
-        if done is None:
+        if not found:
             return False
+        saved = json.loads((found[-1] / STATE_FILE).read_text(encoding="utf-8"))
+        if saved.get("resume_hash") != ft.resume_hash():
+            return False
+        done = int(saved["global_step"])
         if ft.max_train_steps is not None:
             return done <= ft.max_train_steps
         before = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8")) or {}
