@@ -23,14 +23,14 @@ STRATEGIES = {"baseline": "none", "combined": "two-phase", "two-phase": "two-pha
 
 def write_toy_inputs(folder: Path, tiny_models: dict) -> None:
     """What the config's header says to make: tiny models under models/ and a 2-class image folder."""
-    from promptmix.testing._annotators import save_tiny_clip
+    from promptmix.testing import save_tiny_models
     from promptmix.testing.raw_datasets import write_imagefolder
 
     models = folder / "models"
     models.mkdir()
     for key in ("sd", "captioner", "classifier"):
         os.symlink(tiny_models[key], models / key)
-    save_tiny_clip(models / "clip")
+    save_tiny_models(models, keys=("clip",))
     write_imagefolder(folder / "data" / "toy-imagefolder", ["cat", "dog"], per_class=4, with_split=True,
                       test_per_class=2, size=(32, 32))
 

@@ -76,12 +76,15 @@ class RealConfig(StageConfig):
     path: str | None = field(None, help="folder: a built real dataset (folder or Hub id), e.g. runs/shtb/real")
     reduced: int | None = field(None, help="imagefolder, hub: keep this many training images, a seeded class-"
                                            "balanced subset (e.g. 4000 for 'CIFAR reduced')")
-    skip_bad: bool = field(False, help="skip unreadable images / annotation files (listed in the dataset's README) "
+    skip_bad: bool = field(False, help="every builder: skip a missing, corrupt, CMYK, 16-bit or (counting) EXIF-rotated "
+                                       "image or an unreadable annotation file (counted in the build summary) "
                                        "instead of stopping")
     options: dict[str, Any] = field(default_factory=dict,
                                     help="further keyword arguments of the builder function (promptmix.builders."
-                                         "build_*), e.g. {validation_fraction: 0.2, seed: 42} or, for hub, "
-                                         "{image_column: img, label_column: fine_label}")
+                                         "build_*): seed for every builder, validation_fraction for "
+                                         "shanghaitech and ucf-qnrf (e.g. {validation_fraction: 0.2, seed: 42}), "
+                                         "image_column/label_column for hub (e.g. {image_column: img, label_column: "
+                                         "fine_label})")
     out: Path | None = field(None, help="where the built dataset goes (default RUN/real); not used by 'folder'",
                              runtime=True)
 

@@ -44,6 +44,8 @@ _EXPORTS = {
     "PromptFilterConfig": "prompt_filter",
     "report_table": "report",
     "plot_curves": "report",
+    "compare_runs": "report",
+    "write_report": "report",
 }
 
 __all__ = sorted(_EXPORTS)
