@@ -21,8 +21,8 @@ import torch
 
 from ..errors import InputError, ModelLoadError
 from ..utils.model_source import ModelSource
-from .base import Annotator
-from .registry import register_annotator, resolve_for
+from .registry import register_annotator
+from .transformers_base import TransformersAnnotator
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +71,16 @@ def _outputs(probs: torch.Tensor) -> list[dict]:
 
 
 @register_annotator("transformers-classification", task="classification")
-class ImageClassifierAnnotator(Annotator):
+class ImageClassifierAnnotator(TransformersAnnotator):
     """Any ``AutoModelForImageClassification`` model, its labels mapped to the real class names."""
 
     task = "classification"
+    model_class = "AutoModelForImageClassification"
+    what = "a transformers image-classification model and image processor"
 
     def __init__(self, name: str, *, source: ModelSource, **kwargs: Any):
-        super().__init__(name, **kwargs)
-        self.source = source
-        self.model = None
-        self.processor = None
+        super().__init__(name, source=source, **kwargs)
         self._groups: list[list[int]] = []
-
-    @classmethod
-    def from_spec(cls, arg: str, *, name: str, revision: str | None = None, resolved: ModelSource | None = None,
-                  **kwargs: Any) -> "ImageClassifierAnnotator":
-        return cls(name, source=resolve_for(arg, revision, resolved), **kwargs)
 
     def validate(self) -> None:
         """Every real class has a model label (reads the model's config only)."""
@@ -100,28 +94,8 @@ class ImageClassifierAnnotator(Annotator):
         self._groups = match_class_names({int(k): v for k, v in config.id2label.items()}, names,
                                          model=self.source.name)
 
-    def load(self) -> None:
-        if self.model is not None:
-            return
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        self.validate()
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(self.source.path)
-            model = AutoModelForImageClassification.from_pretrained(self.source.path, dtype=self.dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"classifier {self.source.name!r}: could not load a transformers "
-                                 f"image-classification model and image processor ({exc})") from exc
-        self.model = model.to(self.device).eval()
-
-    def unload(self) -> None:
-        self.model = None
-        self.processor = None
-        super().unload()
-
     def record(self) -> dict:
         rec = super().record()
-        rec["model"] = self.source.record()
         rec["class_names"] = self.class_names
         return rec
 
@@ -139,44 +113,28 @@ class ImageClassifierAnnotator(Annotator):
 
 
 @register_annotator("clip-zeroshot", task="classification")
-class ClipZeroShotAnnotator(Annotator):
+class ClipZeroShotAnnotator(TransformersAnnotator):
     """CLIP (or a model with CLIP's ``get_text_features``/``get_image_features``) over the class names."""
 
     task = "classification"
+    processor_class = "AutoProcessor"
+    what = "the model and its processor (tokenizer + image processor)"
 
     def __init__(self, name: str, *, source: ModelSource, template: str = ZERO_SHOT_TEMPLATE, **kwargs: Any):
-        super().__init__(name, **kwargs)
-        self.source = source
+        super().__init__(name, source=source, **kwargs)
         self.template = template
-        self.model = None
-        self.processor = None
         self._text: torch.Tensor | None = None
-
-    @classmethod
-    def from_spec(cls, arg: str, *, name: str, revision: str | None = None, resolved: ModelSource | None = None,
-                  **kwargs: Any) -> "ClipZeroShotAnnotator":
-        return cls(name, source=resolve_for(arg, revision, resolved), **kwargs)
 
     def validate(self) -> None:
         _require_names(self.class_names, self.name)
 
-    def load(self) -> None:
-        if self.model is not None:
-            return
-        from transformers import AutoModel, AutoProcessor
-
-        names = _require_names(self.class_names, self.name)
-        try:
-            self.processor = AutoProcessor.from_pretrained(self.source.path)
-            model = AutoModel.from_pretrained(self.source.path, dtype=self.dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"CLIP zero-shot annotator {self.source.name!r}: could not load the model and "
-                                 f"its processor (tokenizer + image processor) ({exc})") from exc
+    def _after_load(self, model) -> None:
         if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
             raise ModelLoadError(f"{self.source.name!r} ({type(model).__name__}) has no get_text_features/"
                                  f"get_image_features; CLIP zero-shot needs a CLIP-style model")
-        self.model = model.to(self.device).eval()
-        prompts = [self.template.format(n) for n in names]
+
+    def _prepare(self) -> None:
+        prompts = [self.template.format(n) for n in _require_names(self.class_names, self.name)]
         with torch.inference_mode():
             tok = self.processor(text=prompts, return_tensors="pt", padding=True)
             tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
@@ -184,14 +142,12 @@ class ClipZeroShotAnnotator(Annotator):
         self._text = text / text.norm(dim=-1, keepdim=True)
 
     def unload(self) -> None:
-        self.model = None
-        self.processor = None
         self._text = None
         super().unload()
 
     def record(self) -> dict:
         rec = super().record()
-        rec.update({"model": self.source.record(), "class_names": self.class_names, "template": self.template})
+        rec.update({"class_names": self.class_names, "template": self.template})
         return rec
 
     @torch.inference_mode()

@@ -17,51 +17,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelLoadError
-from ..utils.model_source import ModelSource
-from .base import Annotator, group_by_size
-from .registry import register_annotator, resolve_for
+from .base import group_by_size
+from .registry import register_annotator
+from .transformers_base import TransformersAnnotator
 
 logger = logging.getLogger(__name__)
 
 
 @register_annotator("transformers-depth", task="depth")
-class DepthAnnotator(Annotator):
+class DepthAnnotator(TransformersAnnotator):
     task = "depth"
-
-    def __init__(self, name: str, *, source: ModelSource, **kwargs: Any):
-        super().__init__(name, **kwargs)
-        self.source = source
-        self.model = None
-        self.processor = None
-
-    @classmethod
-    def from_spec(cls, arg: str, *, name: str, revision: str | None = None, resolved: ModelSource | None = None,
-                  **kwargs: Any) -> "DepthAnnotator":
-        return cls(name, source=resolve_for(arg, revision, resolved), **kwargs)
-
-    def load(self) -> None:
-        if self.model is not None:
-            return
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(self.source.path)
-            model = AutoModelForDepthEstimation.from_pretrained(self.source.path, dtype=self.dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"depth annotator {self.source.name!r}: could not load a transformers "
-                                 f"depth-estimation model and image processor ({exc})") from exc
-        self.model = model.to(self.device).eval()
-
-    def unload(self) -> None:
-        self.model = None
-        self.processor = None
-        super().unload()
-
-    def record(self) -> dict:
-        rec = super().record()
-        rec["model"] = self.source.record()
-        return rec
+    model_class = "AutoModelForDepthEstimation"
+    what = "a transformers depth-estimation model and image processor"
 
     def _post_process(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
         post = getattr(self.processor, "post_process_depth_estimation", None)
