@@ -17,7 +17,7 @@ from promptmix.annotation.filter import FilterConfig, filter_run
 from promptmix.annotation.registry import load_annotator, register_annotator
 from promptmix.annotation.runner import annotate_run, annotator_dir, chunk_filename
 from promptmix.cli import main
-from promptmix.errors import ConfigError, InputError
+from promptmix.errors import ConfigError, InputError, PromptmixError
 from promptmix.testing import _annotators as tiny
 from promptmix.utils.manifest import read_manifest
 
@@ -185,6 +185,11 @@ def test_bad_annotate_inputs(counting_run, models, tmp_path):
         annotate_run(counting_run, [f"cx:{models['counter_b']}"], device="cpu")
     with pytest.raises(InputError, match="run `promptmix generate"):
         annotate_run(tmp_path, [str(models["counter_a"])])
+    # weights that fail to load register nothing: filter must not wait for a 'broken' annotator
+    with pytest.raises(PromptmixError, match="config.json: neither a safetensors"):
+        annotate_run(counting_run, [f"broken:csrnet={models['counter_a'] / 'config.json'}"], device="cpu")
+    assert "broken" not in runner.annotated_names(counting_run)
+    assert not (annotator_dir(counting_run, "broken") / runner.ANNOTATOR_JSON).exists()
 
 
 def test_ranks_split_chunks_and_their_union_is_complete(counting_run, models, monkeypatch):
@@ -226,3 +231,12 @@ def test_cli_annotate_and_filter(counting_run, models, capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["annotate", "--help"])
     assert "ARCH=CHECKPOINT_FILE" in capsys.readouterr().out
+
+
+def test_cli_device_that_is_not_there_is_a_clear_error(counting_run, models, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = main(["annotate", str(counting_run), "--annotator", str(models["depth"]), "--device", "cuda"])
+    assert rc == 1 and "device 'cuda': CUDA is not available" in capsys.readouterr().err
+    assert runner.annotated_names(counting_run) == []

@@ -227,6 +227,14 @@ def test_hub_source_keeps_its_splits_and_class_label(tmp_path):
     assert ds["test"].features[S.LABEL].names == ["x", "y", "z"]
 
 
+def test_hub_source_can_be_a_save_to_disk_folder(tmp_path):
+    feats = Features({"image": ImageFeature(), "label": ClassLabel(names=["x", "y"])})
+    rows = [{"image": {"bytes": _png(i), "path": None}, "label": i % 2} for i in range(10)]
+    Dataset.from_list(rows, features=feats).save_to_disk(str(tmp_path / "one"))  # a single Dataset: train
+    report = build_from_hub(str(tmp_path / "one"), tmp_path / "c")
+    assert sum(report.rows.values()) == 10 and report.class_names == ["x", "y"]
+
+
 # -- the loader ---------------------------------------------------------------------------------------------------------
 def test_load_real_errors_name_the_reference(tmp_path):
     with pytest.raises(InputError, match=r"real dataset '.*missing-folder': no such folder"):
@@ -254,3 +262,14 @@ def test_load_real_never_serves_a_stale_cache_for_a_folder_rewritten_by_another_
     Dataset.from_list([{"image": {"bytes": _png(1), "path": None}, "image_id": "rewritten", "label": 1}],
                       features=feats).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     assert load_real(str(folder))["train"]["image_id"] == ["rewritten"]
+
+
+def test_progress_bars_stay_silent_for_quick_steps(monkeypatch):
+    from promptmix.utils.progress import progress
+
+    monkeypatch.delenv("PROMPTMIX_NO_PROGRESS", raising=False)
+    quiet, shown = io.StringIO(), io.StringIO()
+    assert sum(progress(range(5), desc="quick", file=quiet)) == 10
+    assert quiet.getvalue() == ""
+    assert sum(progress(range(5), desc="shown", file=shown, delay=0)) == 10
+    assert "shown" in shown.getvalue()

@@ -149,7 +149,7 @@ def test_manual_prompts_placeholders_and_file(tmp_path):
 def test_placeholder_errors(tmp_path):
     assert expand_placeholders("[a] and [b] and [a]", {"a": ["1", "2"], "b": ["x"]}) == ["1 and x and 1",
                                                                                      "2 and x and 2"]
-    with pytest.raises(ConfigError, match=r"placeholder \[location\] has no values"):
+    with pytest.raises(ConfigError, match=r"\[location\] has no values.*--location VALUE"):
         build_prompt_bag(PromptBagConfig(use_captions=False, manual=["crowd in [location]"]), tmp_path)
     with pytest.raises(InputError, match="nope.txt does not exist"):
         build_prompt_bag(PromptBagConfig(use_captions=False, manual_file=tmp_path / "nope.txt"), tmp_path)

@@ -221,14 +221,17 @@ def annotate_run(run_dir: str | Path, specs: Sequence[str], *, batch_size: int =
     records = []
     for ann, folder, record in prepared:
         name = ann.name
-        if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
-            write_json_atomic(folder / ANNOTATOR_JSON, record)
         summary = AnnotatorSummary(name=name, task=task, folder=folder)
         mine = [(c, p) for c, p in chunks if c % world == rank]
         todo = [(c, p) for c, p in mine if not (folder / chunk_filename(c)).exists()]
         summary.chunks_skipped = len(mine) - len(todo)
         if todo:
+            # load before writing annotator.json: weights that cannot load must leave no registered annotator
+            # (filter would wait for its chunks)
             ann.load()
+        if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
+            write_json_atomic(folder / ANNOTATOR_JSON, record)
+        if todo:
             try:
                 with progress(total=len(todo), desc=f"annotate {name}", unit="chunk") as bar:
                     for c, path in todo:

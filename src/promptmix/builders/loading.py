@@ -53,11 +53,19 @@ def load_source(ref: str | os.PathLike, revision: str | None = None, *, name: st
         if not path.is_dir():
             raise InputError(f"{what} {ref!r}: is a file; expected a dataset folder (README.md + data/*.parquet) "
                              "or a Hub dataset id")
+        if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+            # one Dataset written by Dataset.save_to_disk, which load_dataset refuses: it is the train split
+            try:
+                return datasets.DatasetDict({"train": datasets.load_from_disk(str(path))})
+            except Exception as exc:
+                raise InputError(f"{what} {ref!r}: the save_to_disk folder could not be read ({type(exc).__name__}: "
+                                 f"{exc})") from None
         try:
             return datasets.load_dataset(str(path), name=name, cache_dir=local_cache_dir(path))
         except Exception as exc:
             raise InputError(f"{what} {ref!r}: the folder could not be read as a dataset ({type(exc).__name__}: "
-                             f"{exc}); expected a folder written by `promptmix real ...`") from None
+                             f"{exc}); expected a folder written by `promptmix real ...`, another Hub-layout folder (data/*.parquet) or "
+                             "one written by save_to_disk") from None
     if is_local_ref(ref):
         raise InputError(f"{what} {ref!r}: no such folder; expected a folder written by `promptmix real ...` "
                          "or a Hub dataset id (owner/name)")

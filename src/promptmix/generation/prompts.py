@@ -170,8 +170,9 @@ def expand_placeholders(text: str, values: dict[str, list[str]]) -> list[str]:
     if missing:
         name = missing[0]
         hint = " (or locations: [...])" if name == "location" else ""
+        flag = "--location VALUE" if name == "location" else f"--placeholder {name}=VALUE"
         raise ConfigError(f"manual prompt {text!r}: placeholder [{name}] has no values; give "
-                          f"placeholders: {{{name}: [...]}}{hint}")
+                          f"placeholders: {{{name}: [...]}}{hint} in the config, or {flag} on the command line")
     out = []
     for combo in itertools.product(*(values[n] for n in names)):
         mapping = dict(zip(names, combo))

@@ -35,6 +35,14 @@ def progress_enabled() -> bool:
     return not _DISABLED and os.environ.get("PROMPTMIX_NO_PROGRESS", "") in ("", "0") and is_main_process()
 
 
+# a bar appears only once its operation has run this long, so quick steps print nothing
+SHOW_AFTER_SECONDS = 1.0
+
+
 def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it", **kwargs) -> tqdm:
-    """A tqdm bar that is disabled off the main process or when bars are switched off."""
+    """A tqdm bar that is disabled off the main process or when bars are switched off.
+
+    It is drawn only after ``SHOW_AFTER_SECONDS`` (tqdm's ``delay``; pass ``delay=0`` to show it at once).
+    """
+    kwargs.setdefault("delay", SHOW_AFTER_SECONDS)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress_enabled(), dynamic_ncols=True, **kwargs)
