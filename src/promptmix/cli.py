@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
+import re
 import sys
 
 from . import __version__
 from .errors import PromptmixError
+from .utils.verbosity import configure_output
 
 _COMMAND_MODULES = (
     "promptmix.pipeline.cli",  # run, demo
@@ -45,18 +46,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "annotators, filter by their agreement, train on real + fake data, publish on the Hub.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"promptmix {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v for INFO logs, -vv for DEBUG")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v for INFO logs and the libraries' own warnings and bars, -vv for DEBUG "
+                             "(accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).add_parsers(sub)
     return parser
 
 
+def _split_verbosity(argv: list[str]) -> tuple[list[str], int]:
+    """``-v``/``-vv``/``--verbose`` are accepted anywhere on the line, before or after the subcommand."""
+    rest, verbose = [], 0
+    for arg in argv:
+        if arg == "--verbose" or re.fullmatch(r"-v+", arg):
+            verbose += 1 if arg == "--verbose" else len(arg) - 1
+        else:
+            rest.append(arg)
+    return rest, verbose
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv, verbose = _split_verbosity(list(sys.argv[1:] if argv is None else argv))
+    configure_output(verbose)
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    args.verbose = verbose
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

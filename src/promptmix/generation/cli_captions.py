@@ -172,5 +172,5 @@ def run_prompts(args) -> int:
         trunc = f"{c['truncated']} longer than {c['max_tokens']} tokens (will be truncated)"
     else:
         trunc = "truncation not checked (pass --tokenizer)"
-    print(f"wrote {c['total']} prompts to {out} ({', '.join(parts)}{extra}); {trunc}")
+    print(f"wrote {c['total']} prompt{'' if c['total'] == 1 else 's'} to {out} ({', '.join(parts)}{extra}); {trunc}")
     return 0

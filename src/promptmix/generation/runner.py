@@ -118,6 +118,9 @@ class Generator:
     def _load(self):
         import diffusers
 
+        from ..utils.verbosity import quiet_imported_libraries
+
+        quiet_imported_libraries()  # diffusers' own bars and warnings, unless -v
         cfg = self.config
         cls = diffusers.StableDiffusionInstructPix2PixPipeline if self.class_name == PIX2PIX_CLASS \
             else diffusers.AutoPipelineForText2Image

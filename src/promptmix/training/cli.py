@@ -4,7 +4,6 @@ the training scripts (``training/train_counter.py`` and the others call :func:`t
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -48,6 +47,7 @@ Rerun with --resume after an interruption. Runs as `python training/{script}` to
 def train_main(task: str, argv: list[str] | None = None) -> int:
     """Parse the training flags (and ``--config`` YAML), train, print the result. Returns an exit code."""
     from ..utils.progress import is_main_process
+    from ..utils.verbosity import configure_output
     from .config import build_parser, config_from_args
 
     script = SCRIPTS[task]
@@ -55,8 +55,7 @@ def train_main(task: str, argv: list[str] | None = None) -> int:
                           epilog=_TRAIN_EPILOG.format(examples=_EXAMPLES[task], script=script))
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v for INFO logs, -vv for DEBUG")
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_output(args.verbose)
     try:
         from .trainer import train
 

@@ -354,6 +354,9 @@ def load_base_models(base_model: str, revision: str | None = None) -> tuple[dict
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from ..utils.verbosity import quiet_imported_libraries
+
+    quiet_imported_libraries()  # diffusers' own bars and warnings, unless -v
     source = resolve_model(base_model, revision, what="base model")
     path = source.path
     missing = [d for d in PIPELINE_ENTRIES if source.local and not (Path(path) / d).is_dir()]
