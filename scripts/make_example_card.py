@@ -14,7 +14,7 @@ quality 75, some grayscale) is built with ``promptmix real shanghaitech``, then 
 What the card is made from (manifest, captions info, prompt bag, fake dataset, the built real dataset)
 is kept in ``dataset_cards/example_run/`` so the card re-renders deterministically without running any
 model; ``tests/test_card.py::test_example_card_is_current`` does exactly that and compares.
-``--refresh-run`` reruns the pipeline (a minute or two on a CPU), checks that the card the CLI's
+``--refresh-run`` reruns the pipeline (under a minute on a CPU), checks that the card the CLI's
 ``publish`` wrote is the one re-rendered from the snapshot, and replaces the snapshot.
 """
 
@@ -32,15 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "dataset_cards" / "example"
 SNAPSHOT_DIR = ROOT / "dataset_cards" / "example_run"  # run/ and the built real dataset shtb/
 REPO_ID = "promptmix/shanghaitech-fake-tiny-example"
-# The raw "download" (promptmix.testing.raw_datasets.write_shanghaitech_raw): images 4 and 8 (train) and 12 (test)
-# are grayscale JPEGs, as some ShanghaiTech images are.
-RAW = {"part": "B", "n_train": 10, "n_test": 4, "size": (128, 96), "seed": 0, "quality": 75, "grayscale_every": 4}
+# The raw "download" (promptmix.testing.raw_datasets.write_shanghaitech_raw): train_data images 5 and 10 are
+# grayscale JPEGs (as some ShanghaiTech part A images are), to exercise the grayscale prompt suffix.
+RAW = {"part": "B", "n_train": 10, "n_test": 4, "size": (128, 96), "seed": 0, "quality": 75, "grayscale_every": 5}
 NOTICE = ("This is an example card, not a real dataset: `promptmix publish --dry-run` of a run of the whole pipeline "
-          "made with promptmix's tiny random test models, so the images are noise, the captions word salad and the "
-          "counts meaningless by design. The \"ShanghaiTech\" source is a stand-in: 10 training and 4 test images "
-          "of procedurally drawn people at 128x96 (JPEG quality 75, two of them grayscale), written in ShanghaiTech "
-          "part B's raw layout and built with `promptmix real shanghaitech`. The tables, figures and provenance are "
-          "what a real run produces. Regenerate it with `python scripts/make_example_card.py --refresh-run`.")
+          "made with promptmix's tiny random test models, so the fake images are noise, the captions word salad and "
+          "the fake images' counts meaningless, by design. The \"ShanghaiTech Part B\" source is a stand-in: a raw "
+          "download in ShanghaiTech's layout (`part_B/{train,test}_data/images/IMG_n.jpg` with "
+          "`ground-truth/GT_IMG_n.mat`) holding 10 training and 4 test images of procedurally drawn people at 128x96, "
+          "JPEG quality 75, two of them grayscale, built with `promptmix real shanghaitech --part B` (which moves one "
+          "training image into the validation split). Everything else (tables, figures, provenance) is what a real "
+          "run produces. Regenerate it with `python scripts/make_example_card.py --refresh-run`.")
 RELEASES = (("0.1.0", 1, "Preview for the maintainers."),  # (version, days after the run, notes)
             ("1.0.0", 3, "First public release."))
 # The files of a run the card is made from (relative to the run folder).

@@ -74,7 +74,8 @@ def test_card_yaml_parses_and_body_has_every_section(runs, tmp_path):
     row_id = min(inputs.rows("all")[S.ROW_ID])
     assert f"promptmix reproduce RUN --row-id {row_id}" in text
     # BibTeX of the papers and of the source dataset; local paths never shown in full
-    assert "@inproceedings{bakhtiarnia2023promptmix" in text and "@inproceedings{zhang2016mcnn" in text
+    assert "@misc{bakhtiarnia_promptmix" in text and "@inproceedings{zhang2016mcnn" in text
+    assert "rahat_mvc" not in text and "paulsen_diffaug" not in text  # neither MVC nor class-name prompts here
     assert str(run.real_dir) not in text and str(run.run_dir) not in text
     assert "| `real` | `.../shanghaitech-part-b` |" in text
     # version history holds this version
@@ -210,3 +211,7 @@ def test_example_card_is_current(tmp_path):
     # every image the card links is there
     for rel in re.findall(r"\]\((assets/[^)]+\.png)\)", (committed / "README.md").read_text()):
         assert (committed / rel).is_file(), rel
+    # the snapshot is a run from a raw ShanghaiTech download built by `promptmix real`, and it stays small
+    snapshot = ROOT / "dataset_cards" / "example_run"
+    assert "builder: shanghaitech" in (snapshot / "shtb" / "README.md").read_text()
+    assert sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file()) < 1_000_000

@@ -207,29 +207,41 @@ def combine_licenses(generator: LicenseInfo, source: LicenseInfo) -> dict[str, s
 
 
 # -- citations ---------------------------------------------------------------------------------------------------
+# The papers' entries are those of docs/papers.md: only what the papers' own texts state (title, authors), no venue
+# or year (a reader adds the venue they cite). Latent diffusion, the generator family the PromptMix paper uses (its
+# ref. [14]), is given the same way. The caption-prompts paper is left out: the project has only its abstract,
+# which names neither its title nor its authors. ``when``: which runs cite it (:func:`citations_for`).
 CITATIONS: tuple[dict[str, str], ...] = (
-    {"key": "bakhtiarnia2023promptmix", "what": "PromptMix: the pipeline this dataset was made with",
-     "bibtex": "@inproceedings{bakhtiarnia2023promptmix,\n  title = {PromptMix: Text-to-image diffusion models enhance "
-               "the performance of lightweight networks},\n  author = {Bakhtiarnia, Arian and Zhang, Qi and Iosifidis, "
-               "Alexandros},\n  booktitle = {International Joint Conference on Neural Networks (IJCNN)},\n  year = "
-               "{2023},\n  url = {https://zenodo.org/records/8086752}\n}"},
-    {"key": "rahat2024mvc", "what": "Mixing Visual Concepts (MVC) embeddings and image-conditioned fine-tuning",
-     "bibtex": "@misc{rahat2024mvc,\n  title = {Dataset Augmentation by Mixing Visual Concepts},\n  author = {Rahat, "
-               "Abdullah Al and Venkateswara, Hemanth},\n  year = {2024},\n  howpublished = "
-               "{\\url{https://github.com/rahatkutubi/MVC}}\n}"},
-    {"key": "lei2023captions", "what": "captions (with class names) as prompts for training data",
-     "bibtex": "@article{lei2023captions,\n  title = {Image Captions are Natural Prompts for Text-to-Image Models},\n  "
-               "author = {Lei, Shiye and Chen, Hao and Zhang, Sen and Zhao, Bo and Tao, Dacheng},\n  journal = {arXiv "
-               "preprint arXiv:2307.08526},\n  year = {2023}\n}"},
-    {"key": "paulsen-diffusion-augmentation", "what": "class-name prompts with Stable Diffusion as a baseline",
-     "bibtex": "@misc{paulsen-diffusion-augmentation,\n  title = {Improving Image Classification through "
-               "Diffusion-based Dataset Augmentation},\n  author = {Paulsen, Derek and Liu, Bojun and Gozum, Gabriel "
-               "and Gorka, Joe},\n  note = {Technical report}\n}"},
-    {"key": "rombach2022ldm", "what": "latent diffusion (Stable Diffusion), the generator family",
-     "bibtex": "@inproceedings{rombach2022ldm,\n  title = {High-Resolution Image Synthesis with Latent Diffusion "
-               "Models},\n  author = {Rombach, Robin and Blattmann, Andreas and Lorenz, Dominik and Esser, Patrick "
-               "and Ommer, Bj{\\\"o}rn},\n  booktitle = {CVPR},\n  year = {2022}\n}"},
+    {"key": "bakhtiarnia_promptmix", "when": "always", "what": "PromptMix: the pipeline this dataset was made with",
+     "bibtex": "@misc{bakhtiarnia_promptmix,\n  title  = {PromptMix: Text-to-image diffusion models enhance the "
+               "performance of lightweight networks},\n  author = {Bakhtiarnia, Arian and Zhang, Qi and Iosifidis, "
+               "Alexandros}\n}"},
+    {"key": "rahat_mvc", "when": "mvc", "what": "Mixing Visual Concepts (MVC) embeddings and image-conditioned fine-tuning",
+     "bibtex": "@misc{rahat_mvc,\n  title  = {Dataset Augmentation by Mixing Visual Concepts},\n  author = {Rahat, "
+               "Abdullah Al and Venkateswara, Hemanth}\n}"},
+    {"key": "paulsen_diffaug", "when": "class_prompts", "what": "class-name prompts with Stable Diffusion as a baseline",
+     "bibtex": "@misc{paulsen_diffaug,\n  title  = {Improving Image Classification through Diffusion-based Dataset "
+               "Augmentation},\n  author = {Paulsen, Derek and Liu, Bojun and Gozum, Gabriel and Gorka, Joe}\n}"},
+    {"key": "rombach_ldm", "when": "always", "what": "latent diffusion (Stable Diffusion), the generator family",
+     "bibtex": "@misc{rombach_ldm,\n  title  = {High-Resolution Image Synthesis with Latent Diffusion Models},\n  "
+               "author = {Rombach, Robin and Blattmann, Andreas and Lorenz, Dominik and Esser, Patrick and "
+               "Ommer, Bj{\\\"o}rn}\n}"},
 )
+
+
+
+def citations_for(inputs: CardInputs, origins: Mapping[str, int]) -> list[dict[str, str]]:
+    """The entries of :data:`CITATIONS` behind this run: PromptMix and latent diffusion always, MVC when rows were
+    made with mixed embeddings or an image-conditioned generator, the class-prompt baseline when class-name prompts
+    were used (``origins``: prompt origin -> count, from :func:`prompt_facts`)."""
+    all_rows = inputs.rows(inputs.all_config)
+    mvc_cfg = _stage_config(inputs, "generate").get("mvc")
+    used = {"always",
+            *(["class_prompts"] if origins.get("class") else []),
+            *(["mvc"] if (isinstance(mvc_cfg, Mapping) and mvc_cfg.get("enabled", True))
+              or any(v is not None for c in (S.MIXING, S.CONDITIONING_IMAGE_ID) for v in _column(all_rows, c))
+              else [])}
+    return [dict(c) for c in CITATIONS if c.get("when", "always") in used]
 
 
 # -- inputs ------------------------------------------------------------------------------------------------------
@@ -791,6 +803,9 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
 
     real_name = source.pretty_name if source else (inputs.real_metadata.get("pretty_name")
                                                    or (Path(inputs.real_ref).name if inputs.real_ref else "unknown"))
+    # what the real folder calls itself (e.g. "ShanghaiTech Part B"): more precise than the known source's name
+    real_title = str(inputs.real_metadata.get("pretty_name") or real_name)
+    truncated = _stage(inputs, "generate").get("truncated_prompts") or {}
     real_is_hub = bool(inputs.real_ref) and not _is_local_path(inputs.real_ref) and \
         _resolve_local(inputs.real_ref, inputs.run_dir) is None and inputs.real_ref.count("/") == 1
     pretty = pretty_name or f"PromptMix synthetic {real_name}"
@@ -819,7 +834,7 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
     splits_by_config = {c: {s: len(d) for s, d in splits.items()} for c, splits in inputs.configs.items()}
     config_rows = []
     for c, splits in splits_by_config.items():
-        what = ("rows that passed the quality filter (default)" if c == inputs.kept_config else
+        what = ("rows that passed the quality filter" if c == inputs.kept_config else
                 "every generated row with its annotations and quality score" if c == inputs.all_config else "")
         config_rows.append({"name": c, "rows": sum(splits.values()), "splits": splits, "what": what,
                             "default": c == inputs.default_config})
@@ -837,7 +852,7 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
         "pretty_name": pretty, "repo_id": repo_id, "version": version, "tag": tag, "date": date, "notice": notice,
         "task": task, "task_title": TASK_TITLES[task], "class_names": inputs.class_names,
         "target_columns": list(TARGET_COLUMNS[task]),
-        "real_name": real_name, "real_ref": inputs.real_ref if real_is_hub else
+        "real_name": real_name, "real_title": real_title, "real_ref": inputs.real_ref if real_is_hub else
         (Path(inputs.real_ref).name if inputs.real_ref else None), "real_is_hub": real_is_hub,
         "real_url": source.url if source else (f"https://huggingface.co/datasets/{inputs.real_ref}" if real_is_hub else None),
         "real_available": inputs.real is not None, "real_rows": len(inputs.real) if inputs.real is not None else None,
@@ -853,8 +868,10 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
         "stages": stages, "stage_names": stage_names, "versions": versions, "seeds": seeds,
         "versions_same": all(len(set(v["by_stage"])) == 1 for v in versions),
         "jpeg": jpeg_facts(inputs), "prompts": prompts, "figures": dict(figures or {}),
+        "truncated": {"count": int(truncated.get("count") or 0), "of": truncated.get("of"),
+                      "max_tokens": truncated.get("max_tokens")},
         "example_row_id": example_row, "reproduce": reproduce_command("RUN", example_row),
-        "history": history_rows, "citations": list(CITATIONS), "source_bibtex": source_cite,
+        "history": history_rows, "citations": citations_for(inputs, prompts["origins"]), "source_bibtex": source_cite,
         "dataset_bibtex": dataset_bibtex, "provenance_file": PROVENANCE_FILE, "license_file": LICENSE_FILE,
     }
 

@@ -95,9 +95,16 @@ def quality_histogram(scores: Sequence[float | None], kept: Sequence[bool], thre
         title += f" ({missing} without a score)"
     ax.set_title(title)
     ax.yaxis.get_major_locator().set_params(integer=True)
+    _legend_headroom(ax)
     ax.legend(loc="best", framealpha=0.9)
     fig.tight_layout()
     return fig
+
+
+def _legend_headroom(ax, factor: float = 1.5) -> None:
+    """Raise the y limit so a legend of up to three lines fits above the tallest bar instead of covering it."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, lo + (hi - lo) * factor)
 
 
 # -- target distribution ---------------------------------------------------------------------------------------
@@ -135,6 +142,7 @@ def count_histogram(real_counts: Sequence[float], fake_counts: Sequence[float],
     ax.set_xlabel("count per image (fake: annotator estimate)")
     ax.set_ylabel("fraction of images")
     ax.set_title("Count distribution, real vs fake")
+    _legend_headroom(ax)
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
