@@ -1,7 +1,7 @@
 """A complete, deterministic run folder (``RUN/``) in the schema of :mod:`promptmix.schema`, without any model.
 
-Used by the publishing and dataset-card tests and by ``scripts/make_example_card.py`` (the example
-card in ``dataset_cards/example/``). Everything a finished run holds is written as the stages write
+Used by the publishing and dataset-card tests, which need every kind of finished run (counting, depth,
+classification) without the time of running models. Everything a finished run holds is written as the stages write
 it: a tiny real dataset (Hub layout), ``captions/info.json``, the prompt bag, the fake dataset
 (``RUN/fake``, configs ``kept`` and ``all``) and ``manifest.json`` with every stage's record.
 Images are small procedural drawings (dots on a gradient for crowds, ramps for depth, shapes for
