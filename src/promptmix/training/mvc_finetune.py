@@ -49,6 +49,7 @@ from .. import schema
 from ..config import StageConfig, field, stable_hash
 from ..errors import CheckpointError, ConfigError, InputError, ModelLoadError
 from ..generation.mvc import FINE_MAX_SPAN, MVCConfig, encode_texts
+from ..utils.checkpoints import save_checkpoint
 from ..utils.device import pick_device, pick_dtype
 from ..utils.io import atomic_path, render_readme, write_json_atomic, write_text_atomic
 from ..utils.manifest import record_stage
@@ -751,20 +752,10 @@ class _Trainer:
         """``checkpoints/checkpoint-STEP``: accelerate state + losses; written under a temporary name, then renamed."""
         acc, cfg = self.acc, self.config
         final = self.out / CHECKPOINTS_DIR / f"{CHECKPOINT_PREFIX}{self.global_step}"
-        tmp = final.parent / f".{final.name}.tmp"
+        save_checkpoint(acc, final, STATE_FILE, {
+            "global_step": self.global_step, "losses": self.losses, "resume_hash": cfg.resume_hash(),
+            "config_hash": cfg.config_hash()})
         if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            write_json_atomic(tmp / STATE_FILE, {
-                "global_step": self.global_step, "losses": self.losses, "resume_hash": cfg.resume_hash(),
-                "config_hash": cfg.config_hash()})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
             write_json_atomic(self.out / LOSSES_FILE, self.losses)
             self._write_state("running")
             if cfg.checkpoints_total_limit is not None:

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import CheckpointError, InputError
+from ..utils.checkpoints import save_checkpoint
 from ..utils.io import atomic_path, write_json_atomic, write_text_atomic
 from ..utils.progress import progress
 from .config import TrainConfig
@@ -181,19 +182,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def _save_checkpoint(accelerator, run_dir: Path, state: TrainerState, keep: int) -> None:
     root = run_dir / "checkpoints"
-    final = root / f"epoch-{state.epoch:04d}"
-    tmp = root / f".epoch-{state.epoch:04d}.tmp"
+    save_checkpoint(accelerator, root / f"epoch-{state.epoch:04d}", STATE_FILE, dataclasses.asdict(state))
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json_atomic(tmp / STATE_FILE, dataclasses.asdict(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
         done = sorted(root.glob("epoch-*"))
         for old in done[:max(0, len(done) - keep)]:
             shutil.rmtree(old, ignore_errors=True)
