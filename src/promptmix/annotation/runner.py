@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from .. import schema as S
 from ..errors import ConfigError, InputError
@@ -233,16 +234,20 @@ def annotate_run(run_dir: str | Path, specs: Sequence[str], *, batch_size: int =
             write_json_atomic(folder / ANNOTATOR_JSON, record)
         if todo:
             try:
-                with progress(total=len(todo), desc=f"annotate {name}", unit="chunk") as bar:
+                total = sum(pq.read_metadata(str(path)).num_rows for _, path in todo)
+                with progress(total=total, desc=f"annotate {name}", unit="img") as bar:
                     for c, path in todo:
                         row_ids, images = read_chunk_images(Path(path))
-                        outputs = ann.annotate(images) if images else []
+                        outputs = []
+                        step = 4 * ann.batch_size  # a few batches at a time, so the bar moves within a chunk
+                        for start in range(0, len(images), step):
+                            outputs.extend(ann.annotate(images[start:start + step]))
+                            bar.update(len(images[start:start + step]))
                         ds = _rows_to_dataset(task, row_ids, outputs, name)
                         write_parquet_atomic(ds, folder / chunk_filename(c))
                         summary.chunks_written += 1
                         summary.rows += len(row_ids)
                         summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
-                        bar.update(1)
             finally:
                 ann.unload()
         if summary.not_ok:
