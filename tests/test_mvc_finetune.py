@@ -276,3 +276,116 @@ def test_accelerate_launch_trains_one_model_on_two_processes(tiny_models, mvc_ru
         {"random_states_0.pkl", "random_states_1.pkl"}
     assert len(json.loads((out / mf.LOSSES_FILE).read_text())) == 2
     assert StableDiffusionInstructPix2PixPipeline.from_pretrained(str(out)).unet.config.in_channels == 8
+
+
+# -- EMA and trackers ----------------------------------------------------------------------------------------
+def test_ema_and_report_to_enter_the_hashes_as_they_should():
+    base = mf.MVCFinetuneConfig(captions="run", output_dir="out")
+    # without EMA the decay changes nothing, so hashes (and those of runs made before EMA existed) stay put
+    assert base.config_hash() == mf.MVCFinetuneConfig(captions="run", output_dir="out", ema_decay=0.5).config_hash()
+    assert "use_ema" not in base.hashed_dict()
+    ema = mf.MVCFinetuneConfig(captions="run", output_dir="out", use_ema=True)
+    assert ema.config_hash() != base.config_hash() and ema.resume_hash() != base.resume_hash()
+    other_decay = mf.MVCFinetuneConfig(captions="run", output_dir="out", use_ema=True, ema_decay=0.99)
+    assert other_decay.resume_hash() != ema.resume_hash()
+    # trackers are a run-time setting
+    assert mf.MVCFinetuneConfig(captions="run", output_dir="out", report_to="none").config_hash() == base.config_hash()
+    with pytest.raises(ConfigError, match="ema_decay: expected a number in \\[0, 1\\]; got 1.5"):
+        mf.MVCFinetuneConfig(captions="run", output_dir="out", ema_decay=1.5)
+    with pytest.raises(ConfigError, match="report_to: expected one of"):
+        mf.MVCFinetuneConfig(captions="run", output_dir="out", report_to="mlflow-x")
+
+
+def _unet_state(folder: Path) -> dict:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet").state_dict()
+
+
+def _ema_weights(checkpoint: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint / mf.EMA_FILE))
+
+
+def test_ema_resumes_bit_identically_and_is_the_saved_unet(tiny_models, mvc_run, tmp_path, monkeypatch):
+    from accelerate.tracking import GeneralTracker
+    from safetensors.torch import load_file
+
+    _real, run = mvc_run
+    fast = dict(use_ema=True, ema_decay=0.9, sample_images=0, learning_rate=1e-2)
+
+    # 2 steps with EMA, then continued to 3
+    out = tmp_path / "ema"
+    mf.finetune_mvc(make_config(run, out, tiny_models["sd"], report_to="none", **fast))
+    mf.finetune_mvc(make_config(run, out, tiny_models["sd"], max_train_steps=3, report_to="none", **fast))
+
+    # a straight 3-step run, logging to a tracker (which must not change the result)
+    class Recorder(GeneralTracker):
+        name, requires_logging_directory, main_process_only = "recorder", False, True
+        configs: list = []
+        logs: list = []
+
+        def __init__(self):
+            super().__init__()
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            self.configs.append(dict(values))
+
+        def log(self, values, step=None, **kwargs):
+            self.logs.append((step, dict(values)))
+
+    seen = []
+    monkeypatch.setattr(mf, "_trackers", lambda report_to: seen.append(report_to) or [Recorder()])
+    straight = tmp_path / "straight"
+    cfg = make_config(run, straight, tiny_models["sd"], max_train_steps=3, checkpointing_steps=100,
+                      report_to="tensorboard", **fast)
+    mf.finetune_mvc(cfg)
+    assert seen == ["tensorboard"]
+    assert len(Recorder.configs) == 1 and Recorder.configs[0]["config_hash"] == cfg.config_hash()
+    assert Recorder.configs[0]["use_ema"] is True and Recorder.configs[0]["ema_decay"] == 0.9
+    losses = json.loads((straight / mf.LOSSES_FILE).read_text())
+    assert Recorder.logs == [(r["step"], {"loss": r["loss"], "lr": r["lr"]}) for r in losses]
+
+    # resumed and straight runs agree bit for bit: losses, raw weights, EMA weights and its step counter
+    assert json.loads((out / mf.LOSSES_FILE).read_text()) == losses
+    raw_a = load_file(str(out / "checkpoints" / "checkpoint-3" / "model.safetensors"))
+    raw_b = load_file(str(straight / "checkpoints" / "checkpoint-3" / "model.safetensors"))
+    assert raw_a.keys() == raw_b.keys() and all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
+    ema_a, ema_b = _ema_weights(out / "checkpoints" / "checkpoint-3"), _ema_weights(straight / "checkpoints" /
+                                                                                  "checkpoint-3")
+    assert ema_a.keys() == ema_b.keys() and all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "checkpoints" / "checkpoint-3" / mf.EMA_FILE), framework="pt") as f:
+        assert json.loads(f.metadata()["ema_state"])["optimization_step"] == 3
+
+    # the saved pipeline holds the EMA weights, not the raw ones
+    saved = _unet_state(out)
+    assert saved.keys() == ema_a.keys()
+    assert all(torch.equal(saved[k], ema_a[k]) for k in saved)
+    assert not torch.equal(saved["conv_in.weight"], raw_a["conv_in.weight"])
+    assert all(torch.equal(saved[k], v) for k, v in _unet_state(straight).items())
+    assert "exponential moving average" in (out / "README.md").read_text()
+
+    # a checkpoint made without EMA cannot be continued with it
+    plain = tmp_path / "plain"
+    mf.finetune_mvc(make_config(run, plain, tiny_models["sd"], max_train_steps=1, sample_images=0, report_to="none"))
+    with pytest.raises(CheckpointError, match="other settings"):
+        mf.finetune_mvc(make_config(run, plain, tiny_models["sd"], report_to="none", **fast))
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+def test_tensorboard_logging_does_not_change_the_weights(tiny_models, mvc_run, tmp_path):
+    _real, run = mvc_run
+    for name, report_to in (("none", "none"), ("tb", "tensorboard")):
+        mf.finetune_mvc(make_config(run, tmp_path / name, tiny_models["sd"], max_train_steps=1, sample_images=0,
+                                    report_to=report_to))
+    assert any((tmp_path / "tb" / mf.LOGS_DIR).rglob("events.out.tfevents.*"))
+    assert not (tmp_path / "none" / mf.LOGS_DIR).exists()
+    a, b = _unet_state(tmp_path / "none"), _unet_state(tmp_path / "tb")
+    assert all(torch.equal(a[k], b[k]) for k in a)

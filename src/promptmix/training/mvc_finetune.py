@@ -22,6 +22,12 @@ uses as an image-conditioned generator::
       loss_curve.png       the loss curve
       samples.png          a few conditioning images and images generated from them
       checkpoints/checkpoint-STEP/   accelerate state (model, optimizer, scheduler) + losses, to resume
+                           (+ ema_unet.safetensors with ``use_ema``)
+      logs/                tracker logs of loss and learning rate (``report_to``; tensorboard when installed)
+
+With ``use_ema`` the run keeps an exponential moving average of the U-Net weights (diffusers'
+``EMAModel``, stepped after every optimisation step, as diffusers' InstructPix2Pix example does); it is
+checkpointed and restored with the rest of the state, and the saved pipeline holds the averaged weights.
 
 Run it with ``accelerate launch training/finetune_mvc.py --config CONFIG.yaml`` (any number of
 GPUs; fp16 mixed precision on CUDA, fp32 on CPU) or call :func:`finetune_mvc`. An interrupted run
@@ -55,8 +61,10 @@ from ..utils.io import atomic_path, render_readme, write_json_atomic, write_text
 from ..utils.manifest import record_stage
 from ..utils.model_source import ModelSource, resolve_model
 from ..utils.progress import progress
+from .config import REPORT_TO
 from .mvc_pairs import (PAIRS_FILE, EpochShuffleSampler, PairDataset, collate_pairs, image_to_tensor, load_pairs,
                         make_pairs, save_pairs)
+from .trainer import _trackers
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ LOSS_CURVE_FILE = "loss_curve.png"
 SAMPLES_FILE = "samples.png"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint-"
+EMA_FILE = "ema_unet.safetensors"
+LOGS_DIR = "logs"
 PIPELINE_ENTRIES = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 STAGE = "finetune"
 #: Settings a run may change when it resumes from a checkpoint (everything else must match).
@@ -126,6 +136,10 @@ class MVCFinetuneConfig(StageConfig):
     max_grad_norm: float = field(1.0, help="gradient norm clipping")
     conditioning_dropout_prob: float = field(0.05, help="probability of dropping the text only, the image only, and "
                                                         "both (each), for classifier-free guidance on text and image")
+    use_ema: bool = field(False, help="keep an exponential moving average of the U-Net weights and save it as the "
+                                      "result (diffusers' EMAModel, as its InstructPix2Pix example)")
+    ema_decay: float = field(0.9999, help="largest EMA decay (EMAModel's warm-up (1+t)/(10+t) applies below it); "
+                                          "used with use_ema only")
     # run-time settings (no effect on the result)
     checkpointing_steps: int = field(500, runtime=True,
                                      help="save a resumable checkpoint every N steps (and at the end)")
@@ -139,6 +153,9 @@ class MVCFinetuneConfig(StageConfig):
     num_workers: int = field(0, runtime=True, help="data-loading worker processes")
     sample_images: int = field(4, runtime=True, help="images generated with the result for samples.png (0: none)")
     sample_steps: int = field(20, runtime=True, help="denoising steps of the samples")
+    report_to: str = field("auto", runtime=True, choices=REPORT_TO,
+                           help="accelerate trackers for loss and learning rate (in output_dir/logs); auto: "
+                                "tensorboard when installed")
 
     def validate(self) -> None:
         for name in ("captions", "output_dir"):
@@ -165,6 +182,8 @@ class MVCFinetuneConfig(StageConfig):
                                                    "with this probability)")
         if self.max_grad_norm <= 0:
             self.fail("max_grad_norm", "a number > 0")
+        if not 0 <= self.ema_decay <= 1:
+            self.fail("ema_decay", "a number in [0, 1]")
         self.mvc_config()  # checks coarse, fine, fine_max_span, caption_prefix
 
     def mvc_config(self) -> MVCConfig:
@@ -174,6 +193,15 @@ class MVCFinetuneConfig(StageConfig):
                              caption_prefix=self.caption_prefix, prefix_separator=self.prefix_separator)
         except ConfigError as exc:
             raise ConfigError(f"{self._section}.{exc}") from None
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The settings that change results; the EMA settings only count with ``use_ema`` (so runs made before
+        they existed, or without EMA, keep their hash whatever ``ema_decay`` says)."""
+        d = super().hashed_dict()
+        if not self.use_ema:
+            d.pop("use_ema", None)
+            d.pop("ema_decay", None)
+        return d
 
     def resume_hash(self) -> str:
         """Hash of the settings a checkpoint must share with the run that resumes from it."""
@@ -455,6 +483,8 @@ def _model_card(config: MVCFinetuneConfig, state: dict, base: ModelSource) -> st
             "tags": ["promptmix", "mixing-visual-concepts", "instruct-pix2pix", "stable-diffusion"]}
     if not base.local:  # the Hub reads base_model as a model id
         meta["base_model"] = config.base_model
+    ema = (f"\n- the U-Net weights are an exponential moving average (decay up to {config.ema_decay:g}) of the "
+           "trained ones" if config.use_ema else "")
     classes = ", ".join(state["class_names"][:20]) + (" ..." if len(state["class_names"]) > 20 else "")
     body = f"""
 # MVC fine-tuned generator
@@ -469,7 +499,7 @@ embedding mixed from the class's captions (prefix "{config.caption_prefix}").
 - {state['global_step']} steps, batch {config.batch_size} x {config.gradient_accumulation_steps} accumulation
   x {state['num_processes']} processes, resolution {config.resolution}
 - Adam lr {config.learning_rate:g} (betas {config.adam_beta1:g}, {config.adam_beta2:g}),
-  conditioning dropout {config.conditioning_dropout_prob:g}
+  conditioning dropout {config.conditioning_dropout_prob:g}{ema}
 - MVC: {config.coarse} coarse and {config.fine} fine mixes per embedding (fine span at most {config.fine_max_span})
 
 All settings: `config.yaml`; loss: `loss_curve.png`; samples: `samples.png`.
@@ -572,11 +602,16 @@ def finetune_mvc(config: MVCFinetuneConfig) -> Path:
         return Path(config.output_dir)
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import ProjectConfiguration
 
+    out = Path(config.output_dir)
     # cpu=True on machines without an accelerator makes a torchrun / accelerate launch of several
     # processes a gloo process group instead of independent single-process runs
     accelerator = Accelerator(cpu=pick_device().type == "cpu", mixed_precision=_mixed_precision(config),
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              log_with=_trackers(config.report_to),
+                              project_config=ProjectConfiguration(project_dir=str(out),
+                                                                  logging_dir=str(out / LOGS_DIR)))
     try:
         return _Trainer(config, accelerator).run()
     finally:
@@ -595,6 +630,7 @@ class _Trainer:
         self.out = Path(config.output_dir)
         self.losses: list[dict] = []
         self.global_step = 0
+        self.ema = None
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -665,15 +701,60 @@ class _Trainer:
         self.lr_scheduler = acc.prepare(get_scheduler(
             cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
             num_training_steps=self.max_steps * acc.num_processes))
+        if cfg.use_ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(acc.unwrap_model(self.unet).parameters(), decay=cfg.ema_decay)
+            acc.register_save_state_pre_hook(self._save_ema)
         if self.resume_from is not None:
             logger.info("resuming MVC fine-tuning from %s", self.resume_from)
             acc.load_state(str(self.resume_from))
             saved = _read_json(self.resume_from / STATE_FILE)
             self.global_step = int(saved["global_step"])
             self.losses = [r for r in saved.get("losses", []) if r["step"] <= self.global_step]
+            if self.ema is not None:
+                self._load_ema(self.resume_from / EMA_FILE)
         if acc.is_main_process:
             cfg.save(self.out / CONFIG_FILE)
             self._write_state("running")
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in cfg.hashed_dict().items()}
+        acc.init_trackers("promptmix-mvc-finetune", config={**hparams, "config_hash": cfg.config_hash()})
+
+    def _unet_parameter_names(self) -> list[str]:
+        return [name for name, _ in self.acc.unwrap_model(self.unet).named_parameters()]
+
+    def _save_ema(self, models, weights, output_dir) -> None:
+        """``save_state`` hook: the EMA weights (safetensors, by parameter name) and its counters (metadata)."""
+        if not self.acc.is_main_process:
+            return
+        from safetensors.torch import save_file
+
+        state = self.ema.state_dict()
+        tensors = {name: t.detach().to("cpu").contiguous()
+                   for name, t in zip(self._unet_parameter_names(), state.pop("shadow_params"), strict=True)}
+        save_file(tensors, str(Path(output_dir) / EMA_FILE), metadata={"ema_state": json.dumps(state)})
+
+    def _load_ema(self, path: Path) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path.parent} has no {EMA_FILE} (use_ema is on); set resume: never to "
+                                  "start over")
+        names = self._unet_parameter_names()
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                state = json.loads((f.metadata() or {})["ema_state"])
+                stored = set(f.keys())
+                tensors = {name: f.get_tensor(name) for name in names if name in stored}
+        except (OSError, KeyError, ValueError, SafetensorError) as exc:
+            raise CheckpointError(f"cannot read the EMA weights {path}: {exc!r}") from None
+        missing = [name for name in names if name not in tensors]
+        if missing:
+            raise CheckpointError(f"{path} lacks the EMA weights of {len(missing)} U-Net parameters (first: "
+                                  f"{missing[0]}); it was made for another model")
+        shadow = [tensors[name] for name in names]
+        self.ema.load_state_dict({**state, "shadow_params": shadow})
+        self.ema.to(device=self.acc.device)
 
     # the loop ---------------------------------------------------------------------------------------------
     def _train(self) -> None:
@@ -708,8 +789,11 @@ class _Trainer:
                 if not math.isfinite(running):
                     raise InputError(f"MVC fine-tuning: the loss became {running} at step {self.global_step}; lower "
                                      "learning_rate, or use mixed_precision: no or bf16")
-                self.losses.append({"step": self.global_step, "loss": running,
-                                    "lr": float(self.lr_scheduler.get_last_lr()[0])})
+                if self.ema is not None:
+                    self.ema.step(acc.unwrap_model(unet).parameters())
+                record = {"loss": running, "lr": float(self.lr_scheduler.get_last_lr()[0])}
+                self.losses.append({"step": self.global_step, **record})
+                acc.log(record, step=self.global_step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.4f}")
                 running = 0.0
@@ -727,7 +811,10 @@ class _Trainer:
         cfg, acc = self.config, self.acc
         acc.wait_for_everyone()
         if acc.is_main_process:
-            save_pipeline(acc.unwrap_model(self.unet), self.base, self.out)
+            unet = acc.unwrap_model(self.unet)
+            if self.ema is not None:  # training is over: the result is the averaged weights
+                self.ema.copy_to(unet.parameters())
+            save_pipeline(unet, self.base, self.out)
             write_json_atomic(self.out / LOSSES_FILE, self.losses)
             if self.losses:
                 plot_loss_curve(self.losses, self.out / LOSS_CURVE_FILE)
