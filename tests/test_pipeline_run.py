@@ -304,3 +304,66 @@ def test_finetune_can_continue_only_up_to_more_steps(tmp_path):
                    resume_hash=made_with)
     assert finetune_can_continue(ft(epochs=3)) and finetune_can_continue(ft(epochs=2))
     assert not finetune_can_continue(ft(epochs=1))
+
+
+@pytest.fixture
+def _fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def test_a_training_run_continues_when_only_its_epochs_grow(tmp_path, monkeypatch, _fresh_accelerate_state):
+    from promptmix.pipeline.stages import _train_stage, train_can_continue
+    from promptmix.training import trainer
+    from promptmix.training.config import TrainConfig
+    from promptmix.training.synthetic import write_real_dataset
+
+    real = write_real_dataset(tmp_path / "real", "counting", sizes={"train": 4, "validation": 2, "test": 2})
+    run = tmp_path / "run"
+    out = run / "train" / "base"
+
+    def config(**kw):
+        base = {"task": "counting", "real": str(real), "model": "rescsrnet", "width_div": 16, "lr": 3e-3,
+                "epochs": 2, "batch_size": 2, "output_dir": str(out), "report_to": "none", "cpu": True}
+        return TrainConfig(**{**base, **kw})
+
+    def stages(**kw):
+        return [Stage("real", dict, settings={}), _train_stage("base", config(**kw), None)]
+
+    trained: list[int] = []  # the epochs trainer.train actually runs
+    batches = trainer.epoch_batches
+    monkeypatch.setattr(trainer, "epoch_batches", lambda *a, **kw: trained.append(kw["epoch"]) or batches(*a, **kw))
+
+    run_stages(run, stages())
+    assert trained == [0, 1]
+    ckpt = out / "lr-0.003" / "checkpoints" / "epoch-0002" / "trainer_state.json"
+    before = json.loads(ckpt.read_text())
+    assert [r.reason for r in run_stages(run, stages(epochs=3), plan_only=True)][1] == \
+        "changed; continues from its last checkpoint"
+    assert run_stages(run, stages(lr=1e-3, epochs=3), plan_only=True)[1].reason == "changed"  # another lr
+    assert not train_can_continue(config(epochs=3, eval_every=2))  # epoch 2 was evaluated only as the last one
+
+    trained.clear()
+    res = run_stages(run, stages(epochs=3))[1]
+    assert (res.status, res.reason) == (RAN, "continued from its last checkpoint")
+    assert trained == [2]  # epochs 1-2 were not trained again
+    continued = json.loads((out / "metrics.json").read_text())
+    state = json.loads((out / "lr-0.003" / "checkpoints" / "epoch-0003" / "trainer_state.json").read_text())
+    assert state["history"][:2] == before["history"] and state["epoch"] == 3
+
+    straight = trainer.train(config(epochs=3, output_dir=str(tmp_path / "straight")))
+    losses = [h["train_loss"] for h in straight["history"]]
+    assert [h["train_loss"] for h in continued["history"]] == pytest.approx(losses)
+    assert [h["lr"] for h in continued["history"]] == pytest.approx([3e-3 * 0.99 ** i for i in range(3)])
+    for key in ("test/mae", "test/rmse", "validation/mae", "best_epoch"):
+        assert continued[key] == pytest.approx(straight[key])
+    assert PipelineState(run).get("train.base")["record"]["test/mae"] == pytest.approx(straight["test/mae"])
+
+    trained.clear()  # fewer epochs than trained: starts over
+    res = run_stages(run, stages(epochs=2))[1]
+    assert (res.status, res.reason) == (RAN, "") and trained == [0, 1]
+    assert not (out / "lr-0.003" / "checkpoints" / "epoch-0003").exists()
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2

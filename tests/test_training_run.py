@@ -154,3 +154,17 @@ def test_trackers_and_weight_checks(tmp_path, monkeypatch):
     torch.save({}, tmp_path / "w.pth")
     with pytest.raises(InputError, match="safetensors"):
         load_weights(create_model("rescsrnet", width_div=16), tmp_path / "w.pth")
+
+
+def test_two_phase_run_continued_to_more_epochs_equals_a_straight_run(counting, tmp_path):
+    real, fake = counting
+    kw = {"mixing": "two-phase", "r_mix": None, "lr": 3e-3, "two_phase_lr_factor": 0.1}
+    straight = train(_config(real, fake, tmp_path / "a", epochs=2, two_phase_epochs=1, **kw))
+    train(_config(real, fake, tmp_path / "b", epochs=1, two_phase_epochs=0, **kw))
+    # the checkpoint after epoch 1 holds the lr of a real-only phase starting there; the longer run resets it
+    continued = train(_config(real, fake, tmp_path / "b", epochs=2, two_phase_epochs=1, resume=True, **kw))
+    assert [h["phase"] for h in continued["history"]] == ["main", "main", "real-finetune"]
+    assert [h["lr"] for h in continued["history"]] == pytest.approx([h["lr"] for h in straight["history"]])
+    assert [h["train_loss"] for h in continued["history"]] == pytest.approx(
+        [h["train_loss"] for h in straight["history"]])
+    assert continued["test/mae"] == pytest.approx(straight["test/mae"])

@@ -13,13 +13,14 @@ No stage logic lives here: :func:`build_stages` turns a :class:`PipelineConfig` 
     annotate   RUN/images                     -> RUN/annotations   (chunk files: resumes)
     filter     RUN/images, RUN/annotations    -> RUN/fake
     publish    RUN/fake                       -> RUN/publish (and the Hub when push: true)
-    train.NAME real_out [, RUN/fake]          -> RUN/train/NAME    (checkpoints: resumes)
+    train.NAME real_out [, RUN/fake]          -> RUN/train/NAME    (checkpoints: resumes; continuable)
     report     RUN/train/*                    -> RUN/report        (two or more training runs)
 
 The settings hashed into a stage's key are its section's ``hashed_dict()`` without the wired keys
 (paths the pipeline sets), so moving a run folder does not invalidate it. ``finetune`` is
 *continuable* (:class:`~promptmix.pipeline.runner.Stage`): raising only ``epochs`` or
-``max_train_steps`` continues from its last checkpoint instead of starting over.
+``max_train_steps`` continues from its last checkpoint instead of starting over; so does a ``train.NAME``
+run when only its ``epochs`` (or ``two_phase_epochs``) grew.
 """
 
 from __future__ import annotations
@@ -267,8 +268,8 @@ def _train_stage(name: str, run_cfg, cfg: PipelineConfig) -> Stage:
     def run():
         from ..training.trainer import train
 
-        # the runner removes the output folder whenever the key changes, so whatever is there belongs
-        # to an interrupted run with these settings: continue it
+        # the runner removes the output folder whenever the key changes (unless train_can_continue agrees), so
+        # whatever is there belongs to an interrupted run with these settings or to a shorter one: continue it
         metrics = train(dataclasses.replace(run_cfg, resume=True))
         keep = {k: v for k, v in metrics.items() if k.startswith(("test/", "validation/"))}
         return {"output_dir": run_cfg.output_dir, "chosen_lr": metrics.get("chosen_lr"), **keep}
@@ -277,7 +278,55 @@ def _train_stage(name: str, run_cfg, cfg: PipelineConfig) -> Stage:
     return Stage(f"train.{name}", run, inputs=inputs, settings=_settings(run_cfg, WIRED["train"]),
                  outputs=(out,), group="train",
                  description=f"training run {name!r} ({run_cfg.model}, mixing {run_cfg.mixing})",
-                 adoptable=_has(out / "config.yaml"))
+                 adoptable=_has(out / "config.yaml"),
+                 continue_settings=_train_continue_settings(run_cfg),
+                 can_continue=lambda: train_can_continue(run_cfg))
+
+
+def _train_continue_settings(run_cfg) -> str:
+    """:meth:`TrainConfig.resume_hash` (every setting but ``epochs`` and ``two_phase_epochs``) without the wired
+    paths, which stage keys leave out (the run on disk is checked with its paths: :func:`train_can_continue`)."""
+    return dataclasses.replace(run_cfg, real="RUN/real", fake="RUN/fake" if run_cfg.fake else None,
+                               output_dir="RUN/train").resume_hash()
+
+
+def train_can_continue(run_cfg) -> bool:
+    """Can the training run in ``run_cfg.output_dir`` be continued to ``run_cfg``'s epochs?
+
+    Yes when the config it was made with (its ``config.yaml``) has the same
+    :meth:`~promptmix.training.config.TrainConfig.resume_hash` (every setting but the epoch counts, paths
+    included), and every learning rate's newest checkpoint is one a straight run of ``run_cfg`` passes
+    through: at most at the new number of epochs, on an epoch the new run also evaluates (a multiple of
+    ``eval_every``, or its last), and for two-phase mixing with another ``epochs``, before the real-only phase
+    of both runs. Otherwise (fewer epochs than trained, other settings, no checkpoint) it starts over.
+    """
+    import json
+
+    import yaml
+
+    from ..errors import PromptmixError
+    from ..training.config import TrainConfig
+    from ..training.trainer import STATE_FILE, latest_checkpoint, run_dir_name
+
+    out = Path(run_cfg.output_dir)
+    total = run_cfg.mixing_spec().total_epochs
+    try:
+        before = TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
+        if total == 0 or before.resume_hash() != run_cfg.resume_hash():
+            return False
+        for lr in run_cfg.learning_rates():
+            ckpt = latest_checkpoint(out / run_dir_name(lr))
+            if ckpt is None:
+                return False
+            done = int(json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))["epoch"])
+            if done > total or (done % run_cfg.eval_every and done != total):
+                return False
+            if run_cfg.mixing == "two-phase" and before.epochs != run_cfg.epochs \
+                    and done > min(before.epochs, run_cfg.epochs):
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError, PromptmixError):
+        return False
+    return True
 
 
 def _has(*patterns: Path):

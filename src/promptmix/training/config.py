@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from ..config import StageConfig, field, read_yaml_mapping
+from ..config import StageConfig, field, read_yaml_mapping, stable_hash
 from ..errors import ConfigError
 from ..schema import TASKS
 from .mixing import STOPPING_STRATEGIES, STRATEGIES, MixingSpec
@@ -24,6 +24,8 @@ from .models import DEFAULT_MODEL, MODEL_NAMES, MODEL_TASKS
 PAPER_LR_GRID = (1e-3, 1e-4, 1e-5, 1e-6)
 REPORT_TO = ("auto", "none", "tensorboard", "wandb", "all")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+# settings that only say how long to train: a run's checkpoints can be continued past a change of these
+LENGTH_SETTINGS = ("epochs", "two_phase_epochs")
 
 
 @dataclasses.dataclass
@@ -153,6 +155,14 @@ class TrainConfig(StageConfig):
                           interleave_stopping=self.interleave_stopping, rsp_probability=self.rsp_probability,
                           epochs=self.epochs, two_phase_epochs=self.two_phase_epochs,
                           two_phase_lr_factor=self.two_phase_lr_factor)
+
+    def resume_hash(self) -> str:
+        """Hash of every result-changing setting but the length ones (:data:`LENGTH_SETTINGS`): a run whose
+        checkpoints were made with the same resume hash can be continued to more epochs."""
+        d = self.hashed_dict()
+        for k in LENGTH_SETTINGS:
+            d.pop(k, None)
+        return stable_hash(d)
 
     def learning_rates(self) -> list[float]:
         return [self.lr] if self.lr is not None else list(self.lr_grid)

@@ -16,6 +16,10 @@ Output folder::
         checkpoints/epoch-NNNN/                   accelerate save_state + trainer_state.json (resume)
       logs/                   tracker logs (tensorboard when installed)
 
+Resuming (``resume``) continues each learning rate's run from its newest ``checkpoints/epoch-*``: after an
+interruption, or to train it longer (``epochs`` or ``two_phase_epochs`` raised; the learning rate keeps
+decaying x0.99 per epoch from where it was), then picks the best validation epoch and tests again.
+
 Distributed runs (``accelerate launch``, ``torchrun``): each process takes every N-th batch of the
 epoch (:func:`~promptmix.training.mixing.shard_batches`); evaluation shards the split and gathers
 per-image predictions with ``gather_for_metrics``, so the metrics equal a single-process run's.
@@ -199,6 +203,20 @@ def _load_checkpoint(accelerator, ckpt: Path) -> TrainerState:
     return TrainerState(**data)
 
 
+def _use_schedule(scheduler, schedule: LrSchedule) -> None:
+    """Put this run's schedule back after ``load_state``, which restores the attributes of the saved run's
+    :class:`LrSchedule` (LambdaLR keeps a callable object's ``__dict__``), and set the learning rate of the epoch
+    reached from it. The same numbers when nothing changed; when the run was continued to more epochs, a
+    two-phase run's real-only phase starts at the new ``epochs``."""
+    inner = getattr(scheduler, "scheduler", scheduler)
+    for fn in inner.lr_lambdas:
+        fn.__dict__.update(vars(schedule))
+    groups = inner.optimizer.param_groups
+    for group, base_lr, fn in zip(groups, inner.base_lrs, inner.lr_lambdas):
+        group["lr"] = base_lr * fn(inner.last_epoch)
+    inner._last_lr = [group["lr"] for group in groups]
+
+
 # -- evaluation ---------------------------------------------------------------------------------------------
 def eval_loader(accelerator, data: TrainingData, split: str, settings: SampleSettings, config: TrainConfig):
     loader = DataLoader(EvalSet(data.split(split), settings), batch_size=config.eval_batch_size, shuffle=False,
@@ -265,6 +283,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: TaskSp
     ckpt = latest_checkpoint(run_dir) if config.resume else None
     if ckpt is not None:
         state = _load_checkpoint(accelerator, ckpt)
+        _use_schedule(scheduler, LrSchedule(config.lr_decay, mix))
         logger.info("lr %g: resuming after epoch %d from %s", lr, state.epoch, ckpt)
 
     total = mix.total_epochs
