@@ -11,6 +11,7 @@ from promptmix.annotation import checkpoints, counting
 from promptmix.annotation.registry import default_name, detect_kind, load_annotator, parse_spec
 from promptmix.errors import CheckpointError, ConfigError, InputError
 from promptmix.testing import _annotators as tiny
+from promptmix.utils.io import sha256_file
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -123,7 +124,7 @@ def test_author_checkpoint_with_wrapper_and_module_prefix_loads(tmp_path, images
         x = counting._to_pixels(images[:1], torch.tensor(counting.IMAGENET_MEAN), torch.tensor(counting.IMAGENET_STD))
         expected = float(model.eval()(x).sum())
     assert got["count"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
-    assert ann.record()["weights_sha256"] == checkpoints.sha256_file(path)
+    assert ann.record()["weights_sha256"] == sha256_file(path)
 
 
 def test_checkpoint_keys_that_do_not_fit_are_listed(tmp_path, models):

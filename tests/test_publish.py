@@ -19,7 +19,7 @@ from promptmix import schema as S
 from promptmix.cli import main
 from promptmix.errors import InputError
 from promptmix.publishing import HubPublishError, VersionExistsError, parse_version, publish_run
-from promptmix.publishing.layout import sha256_file
+from promptmix.utils.io import sha256_file
 from promptmix.testing.run_factory import make_run
 
 TOKEN = "hf_TestTokenThatMustNeverLeak0123456789"

@@ -10,7 +10,6 @@ Common wrappers are unwrapped (``{'state_dict': ...}`` as CSRNet-pytorch saves, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from pathlib import Path
@@ -24,14 +23,6 @@ logger = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "model.")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _numpy_safe_globals() -> list:

@@ -406,7 +406,7 @@ class CountingAnnotator(Annotator):
         super().unload()
 
     def record(self) -> dict:
-        from .checkpoints import sha256_file
+        from ..utils.io import sha256_file
 
         rec = super().record()
         rec.update({"architecture": self.config.architecture, "output_stride": self.config.output_stride,

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..config import stable_hash
 from ..errors import ConfigError, InputError, RunLockedError
-from ..utils.io import write_json_atomic
+from ..utils.io import sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +408,6 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.P
 
     Raw downloads are read once; later runs only ``stat`` them unless a file changed.
     """
-    import hashlib
 
     cache: dict[str, list] = {}
     if cache_file and Path(cache_file).exists():
@@ -430,11 +429,7 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.P
             if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
                 digest = hit[2]
             else:
-                h = hashlib.sha256()
-                with open(f, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-                digest = h.hexdigest()
+                digest = sha256_file(f)
             fresh[ck] = [st.st_size, st.st_mtime_ns, digest]
             rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
             entries.append([rel, digest])

@@ -21,7 +21,6 @@ and a new version's shards have new names: the old ones are deleted in the same 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from ..dataset_cards.card import (ASSETS_DIR, LICENSE_FILE, PROVENANCE_FILE, CardInputs, card_context,
                                   card_from_context, license_file_text, make_card_figures)
-from ..utils.io import write_hub_layout, write_json_atomic, write_text_atomic
+from ..utils.io import sha256_file, write_hub_layout, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +50,6 @@ class RepoLayout:
 
     def path(self, rel: str) -> Path:
         return self.root / rel
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_files(root: Path) -> list[str]:

@@ -97,13 +97,24 @@ def write_split_shards(dataset, folder: Path, prefix: str, max_rows: int = PARQU
     return paths
 
 
+def hash_file_into(h, path: str | os.PathLike, chunk: int = 1 << 20):
+    """Feed a file's bytes into the hash object ``h`` in blocks (large files never sit in memory)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes."""
+    return hash_file_into(hashlib.sha256(), path).hexdigest()
+
+
 def content_fingerprint(paths: list[Path], length: int = 8) -> str:
     """A short sha256 of the given files' bytes, in order."""
     h = hashlib.sha256()
     for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        hash_file_into(h, p)
     return h.hexdigest()[:length]
 
 
