@@ -51,10 +51,10 @@ def measure(*, rows: int = 128, batch_size: int = 16, size: str = "64x64", steps
 
     import torch
 
-    from promptmix.generation.config import GenerateConfig
-    from promptmix.generation.prompts import load_prompt_bag
-    from promptmix.generation.run_folder import build_plan
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.config import GenerateConfig
+    from promptmix.generation.generate.plan import build_plan
+    from promptmix.generation.generate.runner import generate
+    from promptmix.generation.prompts.bag import load_prompt_bag
     from promptmix.testing._diffusion import save_tiny_sd
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,8 +31,8 @@ def _samples_per_second(strategy: str, data, settings, *, r_mix: int | None, bat
                         num_workers: int) -> float:
     from torch.utils.data import DataLoader
 
-    from promptmix.training.data import TrainSet, collate
-    from promptmix.training.mixing import MixingSpec, epoch_batches
+    from promptmix.training.train.data import TrainSet, collate
+    from promptmix.training.train.mixing import MixingSpec, epoch_batches
 
     spec = MixingSpec(strategy=strategy, r_mix=r_mix)
     n_fake = len(data.fake) if data.fake is not None else 0
@@ -53,9 +53,9 @@ def _samples_per_second(strategy: str, data, settings, *, r_mix: int | None, bat
 
 def measure(*, n_real: int, n_fake: int, size: tuple[int, int], crop: int | None, batch_size: int, repeats: int,
             num_workers: int = 0, workdir: str | Path | None = None) -> dict:
-    from promptmix.training.config import TrainConfig
-    from promptmix.training.data import SampleSettings, load_training_data
-    from promptmix.training.synthetic import write_fake_dataset, write_real_dataset
+    from promptmix.testing.synthetic import write_fake_dataset, write_real_dataset
+    from promptmix.training.train.config import TrainConfig
+    from promptmix.training.train.data import SampleSettings, load_training_data
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("PROMPTMIX_NO_PROGRESS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from promptmix.training.model_info import parse_size
+    from promptmix.models.info import parse_size
 
     row = measure(n_real=args.real, n_fake=args.fake, size=parse_size(args.size), crop=args.crop or None,
                   batch_size=args.batch_size, repeats=args.repeats, num_workers=args.num_workers)

@@ -82,9 +82,9 @@ def _cli(argv: list[str]) -> None:
 
 def _release_date(run_dir: Path, days: int) -> str:
     """The ISO date ``days`` after the day the run's filter stage finished (keeps the card independent of today)."""
-    from promptmix.utils.manifest import read_manifest
+    from promptmix.run_folder import RunFolder
 
-    finished = read_manifest(run_dir)["stages"]["filter"]["finished_at"]
+    finished = RunFolder(run_dir).read_manifest()["stages"]["filter"]["finished_at"]
     return (datetime.date.fromisoformat(finished[:10]) + datetime.timedelta(days=days)).isoformat()
 
 

@@ -11,15 +11,25 @@ import pytest
 from PIL import Image
 
 from promptmix import schema as S
-from promptmix.annotation import registry, runner
-from promptmix.annotation.base import Annotator
-from promptmix.annotation.filter import FilterConfig, filter_run
-from promptmix.annotation.registry import load_annotator, register_annotator
-from promptmix.annotation.runner import annotate_run, annotator_dir, chunk_filename
+from promptmix.annotation.annotate import runner
+from promptmix.annotation.annotate.runner import annotate_run
+from promptmix.annotation.annotators import registry
+from promptmix.annotation.annotators.base import Annotator
+from promptmix.annotation.annotators.registry import build_annotator, register_annotator
+from promptmix.annotation.filter.filtering import FilterConfig, filter_run
 from promptmix.cli import main
 from promptmix.errors import ConfigError, InputError, PromptmixError
+from promptmix.run_folder import CHUNK_PATTERN, RunFolder
 from promptmix.testing import _annotators as tiny
-from promptmix.utils.manifest import read_manifest
+
+
+def annotator_dir(run, name):
+    return RunFolder(run).annotator(name)
+
+
+def chunk_filename(chunk):
+    return CHUNK_PATTERN.format(chunk)
+
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -95,11 +105,11 @@ def test_counting_annotate_resume_and_filter(counting_run, models, monkeypatch):
     # stored values are what the annotator gives for the decoded JPEG
     first = load_chunk(a_dir / chunk_filename(0))[0]
     _, images = runner.read_chunk_images(counting_run / "images" / chunk_filename(0))
-    with load_annotator(specs[0]) as ann:
+    with build_annotator(specs[0]) as ann:
         direct = ann.annotate(images[:1])[0]
     assert first[S.COUNT] == pytest.approx(direct["count"], rel=1e-5)
     assert np.asarray(first[S.DENSITY]).shape == (4, 6)  # 32x48 at stride 8
-    stage = read_manifest(counting_run)["stages"]["annotate"]
+    stage = RunFolder(counting_run).read_manifest()["stages"]["annotate"]
     assert [a["name"] for a in stage["annotators"]] == ["counter_a", "counter_b"] and stage["task"] == "counting"
 
     # resume: only the missing chunk is redone
@@ -124,8 +134,8 @@ def test_counting_annotate_resume_and_filter(counting_run, models, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("filter must not load an annotator")
 
-    monkeypatch.setattr(registry, "load_annotator", boom)
-    monkeypatch.setattr(runner, "load_annotator", boom)
+    monkeypatch.setattr(registry, "build_annotator", boom)
+    monkeypatch.setattr(runner, "build_annotator", boom)
     assert filter_run(counting_run, FilterConfig(keep_percent=100, target="mean")).kept == 6
 
 
@@ -209,12 +219,12 @@ def test_ranks_split_chunks_and_their_union_is_complete(counting_run, models, mo
     r1 = annotate_run(counting_run, spec, device="cpu")
     folder = annotator_dir(counting_run, "counter_a")
     assert sorted(p.name for p in folder.glob("chunk-*")) == [chunk_filename(1)] and r1.annotators[0].rows == 2
-    assert "annotate" not in read_manifest(counting_run).get("stages", {})  # only rank 0 records
+    assert "annotate" not in RunFolder(counting_run).read_manifest().get("stages", {})  # only rank 0 records
     monkeypatch.setattr(accelerate, "PartialState", lambda: FakeState(0))
     r0 = annotate_run(counting_run, spec, device="cpu")
     assert r0.annotators[0].rows == 4
     assert sorted(p.name for p in folder.glob("chunk-*")) == [chunk_filename(0), chunk_filename(1)]
-    assert read_manifest(counting_run)["stages"]["annotate"]["annotators"][0]["complete"] is True
+    assert RunFolder(counting_run).read_manifest()["stages"]["annotate"]["annotators"][0]["complete"] is True
 
 
 def test_cli_annotate_and_filter(counting_run, models, capsys, tmp_path):
@@ -240,3 +250,20 @@ def test_cli_device_that_is_not_there_is_a_clear_error(counting_run, models, cap
     rc = main(["annotate", str(counting_run), "--annotator", str(models["depth"]), "--device", "cuda"])
     assert rc == 1 and "device 'cuda': CUDA is not available" in capsys.readouterr().err
     assert runner.annotated_names(counting_run) == []
+
+
+def test_sasnet_annotations_of_the_old_forward_pass_are_not_reused(tmp_path):
+    """Labels made before SASNet's density heads had their ReLU differ: such a folder is refused, not resumed."""
+    import json
+
+    from promptmix.annotation.annotate.runner import ANNOTATOR_JSON, _check_identity
+    from promptmix.annotation.annotators.counting import IMPLEMENTATION
+
+    folder = tmp_path / "sasnet"
+    folder.mkdir()
+    old = {"name": "sasnet", "task": "counting", "kind": "CountingAnnotator", "architecture": "sasnet",
+           "weights_sha256": "ab" * 32, "spec": "sasnet=SHHB.pth"}
+    (folder / ANNOTATOR_JSON).write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="implementation"):
+        _check_identity(folder, {**old, "implementation": IMPLEMENTATION["sasnet"]})
+    _check_identity(folder, dict(old))  # the same record is accepted

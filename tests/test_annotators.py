@@ -7,8 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from promptmix.annotation import checkpoints, counting
-from promptmix.annotation.registry import default_name, detect_kind, load_annotator, parse_spec
+from promptmix.annotation.annotators.registry import build_annotator, default_name, detect_kind, parse_spec
+from promptmix.models import checkpoints, counting
+from promptmix.models.csrnet import CSRNet
+from promptmix.models.dmcount import DMCount
+from promptmix.models.sasnet import SASNet
 from promptmix.errors import CheckpointError, ConfigError, InputError
 from promptmix.testing import _annotators as tiny
 from promptmix.utils.io import sha256_file
@@ -44,7 +47,7 @@ def images():
 # -- counting ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key, stride", [("counter_a", 8), ("counter_b", 8), ("sasnet", 1)])
 def test_counters_give_maps_at_their_stride_and_counts_are_sums(models, images, key, stride):
-    ann = load_annotator(str(models[key]), batch_size=2)
+    ann = build_annotator(str(models[key]), batch_size=2)
     assert ann.task == "counting" and ann.output_stride == stride
     with ann:
         out = ann.annotate(images)
@@ -54,7 +57,7 @@ def test_counters_give_maps_at_their_stride_and_counts_are_sums(models, images, 
         assert o["ok"] is True
         assert o["count"] == pytest.approx(float(o["density"].astype(np.float32).sum()), rel=2e-3)
     # batching by size gives what one-by-one gives, in input order
-    ann1 = load_annotator(str(models[key]), batch_size=1)
+    ann1 = build_annotator(str(models[key]), batch_size=1)
     with ann1:
         single = ann1.annotate([images[1]])[0]
     assert single["count"] == pytest.approx(out[1]["count"], rel=1e-4)
@@ -80,7 +83,7 @@ def test_counter_folders_and_names(models):
 
 def test_author_layout_keys_match_the_released_models():
     with torch.device("meta"):
-        csr, dm, sas = counting.CSRNet(), counting.DMCount(), counting.SASNet()
+        csr, dm, sas = CSRNet(), DMCount(), SASNet()
     k = {n: tuple(t.shape) for n, t in csr.state_dict().items()}
     assert [n for n in k if n.startswith("frontend.") and n.endswith(".weight")] == [
         f"frontend.{i}.weight" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21)]
@@ -109,19 +112,19 @@ def test_author_layout_keys_match_the_released_models():
 def test_author_checkpoint_with_wrapper_and_module_prefix_loads(tmp_path, images):
     """A CSRNet-pytorch style checkpoint: {'epoch', 'state_dict' (DataParallel), 'best_prec1', 'optimizer'}."""
     torch.manual_seed(3)
-    model = counting.CSRNet()  # full width, as released
+    model = CSRNet()  # full width, as released
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     path = tmp_path / "PartBmodel_best.pth.tar"
     torch.save({"epoch": 120, "arch": "csrnet", "state_dict": state, "best_prec1": np.float64(10.6),
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-7, "params": [0, 1]}]}}, path)
-    ann = load_annotator(f"csrnet={path}")
+    ann = build_annotator(f"csrnet={path}")
     assert ann.name == "csrnet"
     with ann:
         got = ann.annotate(images[:1])[0]
         loaded = ann.model.state_dict()
     assert torch.equal(loaded["frontend.0.weight"], model.state_dict()["frontend.0.weight"])
     with torch.no_grad():
-        x = counting._to_pixels(images[:1], torch.tensor(counting.IMAGENET_MEAN), torch.tensor(counting.IMAGENET_STD))
+        x = counting.to_pixels(images[:1], torch.tensor(counting.IMAGENET_MEAN), torch.tensor(counting.IMAGENET_STD))
         expected = float(model.eval()(x).sum())
     assert got["count"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert ann.record()["weights_sha256"] == sha256_file(path)
@@ -155,7 +158,7 @@ def test_pickle_needing_more_than_weights_is_refused(tmp_path):
         checkpoints.read_state_dict(path)
     assert "Smuggled" in str(exc.value) and "safetensors" in str(exc.value)
     with pytest.raises(CheckpointError, match="needs more than weights"):
-        load_annotator(f"csrnet={path}").load()
+        build_annotator(f"csrnet={path}").load()
 
 
 def test_bad_folders_and_files(tmp_path):
@@ -167,12 +170,12 @@ def test_bad_folders_and_files(tmp_path):
     with pytest.raises(CheckpointError, match="junk.pth"):
         checkpoints.read_state_dict(tmp_path / "junk.pth")
     with pytest.raises(InputError, match="does not exist"):
-        load_annotator(f"dmcount={tmp_path / 'missing.pth'}")
+        build_annotator(f"dmcount={tmp_path / 'missing.pth'}")
 
 
 # -- depth and classification ----------------------------------------------------------------------------------
 def test_depth_annotator_maps_at_image_size(models, images):
-    ann = load_annotator(str(models["depth"]), batch_size=4)
+    ann = build_annotator(str(models["depth"]), batch_size=4)
     assert ann.task == "depth"
     with ann:
         out = ann.annotate(images)
@@ -184,8 +187,8 @@ def test_depth_annotator_maps_at_image_size(models, images):
 def test_classifier_maps_labels_by_name(models, images):
     # the real set lists the classes in another order and case: labels follow the real set
     real = ["Bird", "CAT", "dog"]
-    ann = load_annotator(str(models["classifier"]), class_names=real)
-    ann_same = load_annotator(str(models["classifier"]), class_names=CLASSES)
+    ann = build_annotator(str(models["classifier"]), class_names=real)
+    ann_same = build_annotator(str(models["classifier"]), class_names=CLASSES)
     with ann, ann_same:
         out, ref = ann.annotate(images), ann_same.annotate(images)
     to_real = {0: 1, 1: 2, 2: 0}  # cat, dog, bird -> indices in `real`
@@ -193,21 +196,21 @@ def test_classifier_maps_labels_by_name(models, images):
         assert o["ok"] and 0 <= o["label"] < 3 and 1 / 3 <= o["probability"] <= 1
         assert o["label"] == to_real[r["label"]] and o["probability"] == pytest.approx(r["probability"], rel=1e-5)
     with pytest.raises(InputError, match=r"\['horse'\]"):
-        load_annotator(str(models["classifier"]), class_names=["cat", "horse"]).load()
+        build_annotator(str(models["classifier"]), class_names=["cat", "horse"]).load()
 
 
 def test_clip_zero_shot(models, images):
-    ann = load_annotator(f"zs:clip-zeroshot={models['clip']}", class_names=CLASSES, batch_size=2)
+    ann = build_annotator(f"zs:clip-zeroshot={models['clip']}", class_names=CLASSES, batch_size=2)
     assert (ann.name, ann.task) == ("zs", "classification")
     with ann:
         out = ann.annotate(images)
     assert all(o["ok"] and o["label"] in (0, 1, 2) and 0 < o["probability"] <= 1 for o in out)
     with pytest.raises(InputError, match="class names"):
-        load_annotator(str(models["clip"]), class_names=None).load()
+        build_annotator(str(models["clip"]), class_names=None).load()
 
 
 def test_annotator_name_must_be_a_folder_name(models):
     with pytest.raises(InputError, match="annotator name"):
-        load_annotator(str(models["counter_a"]), name="../x")
+        build_annotator(str(models["counter_a"]), name="../x")
     with pytest.raises((ConfigError, ValueError)):
-        load_annotator(str(models["counter_a"]), batch_size=0)
+        build_annotator(str(models["counter_a"]), batch_size=0)

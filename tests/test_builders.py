@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Value, load_dataset
+from datasets import ClassLabel, Dataset, Features, Value, load_dataset
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from promptmix import schema as S
-from promptmix.builders import (build_from_hub, build_imagefolder, build_shanghaitech,
-                                build_ucf_qnrf, load_real, task_of)
+from promptmix.builders import build_from_hub, build_imagefolder, build_shanghaitech, build_ucf_qnrf, load_real, task_of
 from promptmix.errors import InputError
 from promptmix.jpeg import estimate_jpeg_quality
 from promptmix.testing.raw_datasets import (write_imagefolder, write_nyu_labeled_mat, write_shanghaitech_raw,

@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, load_dataset
+from datasets import ClassLabel, Dataset, Features, load_dataset
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from promptmix import schema as S
-from promptmix.builders import build_from_hub, build_imagefolder, build_nyu_depth_v2, build_shanghaitech, \
-    build_ucf_qnrf
+from promptmix.builders import build_from_hub, build_imagefolder, build_nyu_depth_v2, build_shanghaitech, build_ucf_qnrf
 from promptmix.errors import InputError
 from promptmix.testing.raw_datasets import (write_imagefolder, write_nyu_labeled_mat, write_shanghaitech_raw,
                                             write_ucf_qnrf_raw)

@@ -13,11 +13,11 @@ from PIL import Image
 
 from promptmix import schema
 from promptmix.errors import ConfigError, InputError, ModelLoadError
-from promptmix.generation import captions as captions_mod
-from promptmix.generation.captions import CaptionConfig, caption_dataset, source_rows
+from promptmix.generation.caption import captioner as captions_mod
+from promptmix.generation.caption.captioner import CaptionConfig, caption_dataset, source_rows
+from promptmix.run_folder import RunFolder
 from promptmix.testing._captioner import save_tiny_captioner
 from promptmix.utils.io import write_hub_folder
-from promptmix.utils.manifest import read_manifest
 
 CLASS_NAMES = ["cat", "dog"]
 
@@ -136,7 +136,7 @@ def test_caption_every_train_image_once(classification_real, captioner_dir, tmp_
     assert info["real"] == {"ref": str(classification_real), "revision": None, "split": "train"}
     assert info["captioner"]["model_type"] == "blip" and info["captioner"]["local"] is True
     assert not list(out.glob(".work-*"))  # chunk files removed once complete
-    stage = read_manifest(run)["stages"]["captions"]
+    stage = RunFolder(run).read_manifest()["stages"]["caption"]
     assert stage["num_captions"] == 10 and stage["models"]["captioner"]["name"] == str(captioner_dir)
 
 

@@ -1,6 +1,6 @@
 """configs/mvc_toy_classification.yaml end to end (MVC paper, Table 5 at toy scale) through `promptmix run`.
 
-Image folder (reduced) -> captions + class prompts -> MVC fine-tuning -> image-conditioned MVC generation ->
+Image folder (reduced) -> captions -> MVC fine-tuning -> image-conditioned MVC generation ->
 classifier + CLIP zero-shot annotation -> filtering -> baseline, combined, two-phase and RSP classifier runs.
 """
 
@@ -91,7 +91,7 @@ def test_rows_are_image_conditioned_mvc_rows_that_reproduce(toy_run, capsys, mon
 
 
 def test_both_annotators_labelled_every_row_and_the_filter_kept_75_percent(toy_run):
-    from promptmix.annotation.filter import keep_count
+    from promptmix.annotation.filter.filtering import keep_count
 
     row_ids = {r[S.ROW_ID] for r in _rows(toy_run / "images")}
     for name in ("classifier", "clip"):
@@ -161,7 +161,7 @@ def test_raising_the_fine_tuning_steps_continues_from_the_last_checkpoint(toy_ru
     from safetensors.torch import load_file
 
     from promptmix.pipeline import load_config
-    from promptmix.training.mvc_finetune import finetune_mvc
+    from promptmix.training.finetune.finetune import finetune_mvc
 
     ft = load_config(CONFIG, overrides=["finetune.max_train_steps=3"]).finetune
     fresh = finetune_mvc(dataclasses.replace(ft, output_dir=str(toy_run.parent / "fresh-finetune"), sample_images=0))

@@ -10,12 +10,13 @@ import pytest
 from PIL import Image
 
 from promptmix import schema as S
-from promptmix.annotation import registry, runner
-from promptmix.annotation.filter import FilterConfig, filter_run
+from promptmix.annotation.annotate import runner
+from promptmix.annotation.annotators import registry
+from promptmix.annotation.filter.filtering import FilterConfig, filter_run
 from promptmix.errors import ConfigError, InputError
+from promptmix.run_folder import CHUNK_PATTERN, RunFolder
 from promptmix.testing._annotators import write_generated_run
 from promptmix.utils.io import write_json_atomic, write_parquet_atomic
-from promptmix.utils.manifest import read_manifest
 
 A_COUNTS = [10, 10, 10, 10, 10, 10]
 B_COUNTS = [10, 12, 9, 15, 4, float("nan")]  # q = 0, 2/12, 1/10, 5/15, 6/10, flagged
@@ -36,16 +37,16 @@ def _images(n, size=(16, 16)):
 def _store(run_dir, name, task, outputs, chunk_size=3, record=None):
     """Write an annotator's folder as ``promptmix annotate`` does, from per-row output dicts."""
     plan_rows = []
-    for c, path in runner._run_folder().list_chunks(run_dir):
+    for c, path in RunFolder(run_dir).image_chunks().list():
         import pyarrow.parquet as pq
 
         plan_rows.append((c, pq.read_table(str(path), columns=[S.ROW_ID]).column(0).to_pylist()))
-    folder = runner.annotator_dir(run_dir, name)
+    folder = RunFolder(run_dir).annotator(name)
     write_json_atomic(folder / runner.ANNOTATOR_JSON, record or {"name": name, "task": task, "spec": f"test:{name}"})
     i = 0
     for c, row_ids in plan_rows:
         ds = runner._rows_to_dataset(task, row_ids, outputs[i:i + len(row_ids)], name)
-        write_parquet_atomic(ds, folder / runner.chunk_filename(c))
+        write_parquet_atomic(ds, folder / CHUNK_PATTERN.format(c))
         i += len(row_ids)
 
 
@@ -88,7 +89,7 @@ def test_scores_kept_rows_flags_and_the_folder(counting_run):
     assert kept[S.ROW_ID] == full[S.ROW_ID][:3] and all(kept[S.KEPT])
     readme = (report.out / "README.md").read_text()
     assert "config_name: kept" in readme and "config_name: all" in readme
-    stage = read_manifest(counting_run)["stages"]["filter"]
+    stage = RunFolder(counting_run).read_manifest()["stages"]["filter"]
     assert stage["kept"] == 3 and stage["flagged"] == 1 and stage["config"]["keep_percent"] == 60.0
 
 
@@ -98,8 +99,8 @@ def test_refilter_reads_stored_annotations_only(counting_run, monkeypatch, tmp_p
     def boom(*a, **k):
         raise AssertionError("filter must not load an annotator")
 
-    monkeypatch.setattr(registry, "load_annotator", boom)
-    monkeypatch.setattr(runner, "load_annotator", boom)
+    monkeypatch.setattr(registry, "build_annotator", boom)
+    monkeypatch.setattr(runner, "build_annotator", boom)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     report = filter_run(counting_run, FilterConfig(keep_percent=100, target="mean", out=tmp_path / "fake100"))
     assert (report.kept, report.flagged) == (5, 1)
@@ -118,7 +119,7 @@ def test_refilter_reads_stored_annotations_only(counting_run, monkeypatch, tmp_p
 def test_incomplete_annotator_and_bad_targets(counting_run):
     with pytest.raises(ConfigError, match=r"'first', 'mean' or one of the run's annotators \(a, b\); got 'c'"):
         filter_run(counting_run, FilterConfig(target="c"))
-    (runner.annotator_dir(counting_run, "b") / runner.chunk_filename(1)).unlink()
+    (RunFolder(counting_run).annotator("b") / CHUNK_PATTERN.format(1)).unlink()
     with pytest.raises(InputError, match=r"annotator 'b' is incomplete: .*chunk-000001.parquet is missing"):
         filter_run(counting_run, FilterConfig(keep_percent=50))
 

@@ -27,7 +27,7 @@ def write_bag(root: Path, *, with_real: bool = False, second_dog: bool = False) 
     """
     import datasets
 
-    from promptmix.generation.prompts import prompt_id
+    from promptmix.generation.prompts.bag import prompt_id
     from promptmix.utils.io import write_hub_folder, write_parquet_atomic
 
     sources = [
@@ -61,7 +61,7 @@ def write_bag(root: Path, *, with_real: bool = False, second_dog: bool = False) 
 
 
 def tiny_config(prompts, model, **kw):
-    from promptmix.generation.config import GenerateConfig
+    from promptmix.generation.generate.config import GenerateConfig
 
     base = dict(prompts=str(prompts), model=str(model), images_per_prompt=2, steps=2, chunk_size=3, batch_size=2,
                 size="32x24", device="cpu")
@@ -70,9 +70,9 @@ def tiny_config(prompts, model, **kw):
 
 
 def chunk_bytes(run_dir: Path) -> dict[str, bytes]:
-    from promptmix.generation.run_folder import list_chunks
+    from promptmix.run_folder import RunFolder
 
-    return {p.name: p.read_bytes() for _, p in list_chunks(run_dir)}
+    return {p.name: p.read_bytes() for _, p in RunFolder(run_dir).image_chunks().list()}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def tiny_sd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bag_run(tmp_path_factory, tiny_sd):
     """One finished run over the bag of :func:`write_bag` (k=2, chunks of 3 rows, batches of 2)."""
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.runner import generate
 
     root = tmp_path_factory.mktemp("bag-run")
     bag = write_bag(root)
@@ -96,9 +96,9 @@ def bag_run(tmp_path_factory, tiny_sd):
 
 # -- pure functions ------------------------------------------------------------------------------------
 def test_row_seed_is_a_stable_hash():
-    from promptmix.generation.seeds import derived_choice, row_seed
-
     import hashlib
+
+    from promptmix.generation.generate.seeds import derived_choice, row_seed
 
     # a SHA-256 of the text "promptmix-row:0:abc:1": the same on every platform and process
 
@@ -119,7 +119,7 @@ def test_row_seed_is_a_stable_hash():
     ((37, 21), dict(max_side=64, multiple=8), (40, 24)),
 ])
 def test_generation_size(size, kw, expected):
-    from promptmix.generation.sizes import generation_size
+    from promptmix.generation.generate.sizes import generation_size
 
     assert generation_size(*size, **kw) == expected
 
@@ -135,7 +135,7 @@ def test_config_validation_names_the_key():
 
 
 def test_encode_error_names_prompt_and_seed():
-    from promptmix.generation.encode import EncodeError, encode_row_image
+    from promptmix.generation.generate.encode import EncodeError, encode_row_image
 
     bad = np.full((8, 8, 3), np.nan, dtype=np.float32)
     with pytest.raises(EncodeError, match=r"prompt_id p123.*seed 987"):
@@ -156,8 +156,8 @@ def _reference_tables(quality: int, mode: str):
 
 
 def test_rows_match_source_size_quality_and_colour(bag_run):
-    from promptmix.generation.run_folder import load_generated, read_plan
-    from promptmix.generation.seeds import row_seed
+    from promptmix.generation.generate.plan import load_generated, read_plan
+    from promptmix.generation.generate.seeds import row_seed
 
     run_dir, config, report = bag_run
     assert (report.rows_planned, report.rows_done, report.chunks_done) == (8, 8, 3)
@@ -186,10 +186,10 @@ def test_rows_match_source_size_quality_and_colour(bag_run):
 
 
 def test_manifest_records_model_config_and_versions(bag_run):
-    from promptmix.utils.manifest import read_manifest
+    from promptmix.run_folder import RunFolder
 
     run_dir, config, _ = bag_run
-    stage = read_manifest(run_dir)["stages"]["generate"]
+    stage = RunFolder(run_dir).read_manifest()["stages"]["generate"]
     assert stage["config"]["steps"] == 2 and stage["config_hash"] == config.config_hash()
     gen = stage["models"]["generator"]
     assert gen["pipeline"] == "StableDiffusionPipeline" and gen["local"] is True and "commit_hash" in gen
@@ -199,7 +199,7 @@ def test_manifest_records_model_config_and_versions(bag_run):
 
 def test_finished_run_does_nothing_and_other_settings_are_refused(bag_run):
     from promptmix.errors import ConfigError
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.runner import generate
 
     run_dir, config, _ = bag_run
     before = chunk_bytes(run_dir)
@@ -218,21 +218,21 @@ def test_finished_run_does_nothing_and_other_settings_are_refused(bag_run):
 
 def test_second_concurrent_run_is_refused(tmp_path, tiny_sd):
     from promptmix.errors import RunLockedError
-    from promptmix.generation.run_folder import RunLock, list_chunks
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.runner import generate
+    from promptmix.run_folder import RunFolder
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
-    with RunLock(tmp_path / "run"):  # another run holds the folder (flock on a separate open file)
+    with RunFolder(tmp_path / "run").lock("generate"):  # another run holds the folder (a separate open file)
         with pytest.raises(RunLockedError, match="another run"):
             generate(tiny_config(prompts, tiny_sd), tmp_path / "run")
-    assert list_chunks(tmp_path / "run") == []
+    assert RunFolder(tmp_path / "run").image_chunks().list() == []
     assert generate(tiny_config(prompts, tiny_sd), tmp_path / "run").rows_done == 2
 
 
 def test_txt_prompts_truncation_and_dry_run(tmp_path, tiny_sd, capsys):
     from promptmix.cli import main
-    from promptmix.generation.run_folder import list_chunks
+    from promptmix.run_folder import RunFolder
 
     long = " ".join(["word"] * 100)
     prompts = tmp_path / "p.txt"
@@ -248,7 +248,7 @@ def test_txt_prompts_truncation_and_dry_run(tmp_path, tiny_sd, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "rows: 6 planned, 6 generated" in out and "truncated prompts: 1 of 2" in out
-    assert len(list_chunks(tmp_path / "run")) == 3
+    assert len(RunFolder(tmp_path / "run").image_chunks().list()) == 3
     plan = json.loads((tmp_path / "run" / "images" / "plan.json").read_text())
     assert plan["truncated_prompts"]["count"] == 1 and plan["truncated_prompts"]["max_tokens"] == 77
 
@@ -256,7 +256,7 @@ def test_txt_prompts_truncation_and_dry_run(tmp_path, tiny_sd, capsys):
 def test_bad_input_errors(tmp_path, tiny_sd):
     from promptmix.cli import main
     from promptmix.errors import ConfigError, InputError, ModelLoadError
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.runner import generate
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n# nothing\n")

@@ -22,8 +22,9 @@ def _cli_env():
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_is_byte_identical(tmp_path, tiny_sd):  # noqa: F811
-    from promptmix.generation.run_folder import images_dir, list_chunks, load_generated
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.plan import load_generated
+    from promptmix.generation.generate.runner import generate
+    from promptmix.run_folder import RunFolder
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"a photo of thing number {i}\n" for i in range(8)))
@@ -39,11 +40,11 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, tiny_sd):  # noqa: F811
            "--size", "24x24", "--device", "cpu"]
     proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
-    while len(list_chunks(run)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while len(RunFolder(run).image_chunks().list()) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    written = len(list_chunks(run))
+    written = len(RunFolder(run).image_chunks().list())
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
     assert 2 <= written < total_chunks, f"the kill came too late to test a resume ({written} chunks written)"
 
@@ -54,4 +55,4 @@ def test_kill_9_then_rerun_is_byte_identical(tmp_path, tiny_sd):  # noqa: F811
     assert len(chunk_bytes(run)) == total_chunks
     ids = load_generated(run)[S.ROW_ID]
     assert len(ids) == len(set(ids)) == 32
-    assert not [p.name for p in images_dir(run).iterdir() if ".tmp-" in p.name]  # no partial files left
+    assert not [p.name for p in RunFolder(run).images.iterdir() if ".tmp-" in p.name]  # no partial files left

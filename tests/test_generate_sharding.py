@@ -12,7 +12,7 @@ from test_generate import chunk_bytes, tiny_config, tiny_sd, write_bag  # noqa: 
 
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, tiny_sd):  # noqa: F811
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.runner import generate
 
     bag = write_bag(tmp_path)
     config = tiny_config(bag, tiny_sd, images_per_prompt=3, chunk_size=2, batch_size=2)

@@ -83,7 +83,7 @@ def test_not_a_jpeg_missing_and_corrupt_files(tmp_path):
 
 
 def test_generated_images_carry_the_quality_they_were_encoded_at():
-    from promptmix.generation.encode import encode_jpeg
+    from promptmix.generation.generate.encode import encode_jpeg
 
     for q in (35, 75, 95):
         assert jpeg_quality(encode_jpeg(Image.new("RGB", (16, 16), (1, 2, 3)), q)) == q

@@ -11,8 +11,7 @@ import torch
 
 from promptmix import schema
 from promptmix.errors import ConfigError, InputError
-from promptmix.generation.mvc import (MVCConfig, captions_by_class, encode_texts, mix_embedding,
-                                      replay_mixing)
+from promptmix.generation.mvc import MVCConfig, captions_by_class, encode_texts, mix_embedding, replay_mixing
 
 
 @pytest.fixture

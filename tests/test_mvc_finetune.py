@@ -14,8 +14,8 @@ from PIL import Image
 
 from promptmix import schema
 from promptmix.errors import CheckpointError, ConfigError, InputError
-from promptmix.training import mvc_finetune as mf
-from promptmix.training.mvc_pairs import load_pairs, make_pairs
+from promptmix.training.finetune import finetune as mf
+from promptmix.training.finetune.pairs import load_pairs, make_pairs
 from promptmix.utils.io import write_hub_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +57,12 @@ def mvc_run(tmp_path_factory):
     return write_classification_run(tmp_path_factory.mktemp("mvc-data"))
 
 
-def make_config(run: Path, out: Path, sd: Path, **kw) -> mf.MVCFinetuneConfig:
+def make_config(run: Path, out: Path, sd: Path, **kw) -> mf.FinetuneConfig:
     settings = dict(captions=str(run), output_dir=str(out), base_model=str(sd), resolution=32, batch_size=2,
                     gradient_accumulation_steps=1, max_train_steps=2, checkpointing_steps=1,
                     conditioning_dropout_prob=0.2, sample_images=1, sample_steps=2, learning_rate=1e-3)
     settings.update(kw)
-    return mf.MVCFinetuneConfig(**settings)
+    return mf.FinetuneConfig(**settings)
 
 
 # -- pairs ------------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def test_pairs_are_same_class_indices_never_self_and_seeded():
 
 
 def test_load_pairs_rejects_indices_past_the_split(tmp_path):
-    from promptmix.training.mvc_pairs import save_pairs
+    from promptmix.training.finetune.pairs import save_pairs
 
     save_pairs(make_pairs([0, 0, 1, 1]), tmp_path)
     assert len(load_pairs(tmp_path, num_rows=4)) == 4
@@ -128,18 +128,18 @@ def test_conditioning_dropout_drops_text_image_and_both_with_the_same_probabilit
 
 
 def test_config_validates_and_round_trips(tmp_path):
-    cfg = mf.MVCFinetuneConfig(captions="run", output_dir="out")
+    cfg = mf.FinetuneConfig(captions="run", output_dir="out")
     assert (cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2) == (1e-4, 0.9, 0.999)  # paper: Adam, lr 1e-4
     cfg.save(tmp_path / "c.yaml")
-    assert mf.MVCFinetuneConfig.from_yaml(tmp_path / "c.yaml") == cfg
+    assert mf.FinetuneConfig.from_yaml(tmp_path / "c.yaml") == cfg
     with pytest.raises(ConfigError, match="finetune.conditioning_dropout_prob: expected .* got 0.5"):
-        mf.MVCFinetuneConfig.from_dict({"captions": "r", "output_dir": "o", "conditioning_dropout_prob": 0.5},
+        mf.FinetuneConfig.from_dict({"captions": "r", "output_dir": "o", "conditioning_dropout_prob": 0.5},
                                        section="finetune")
     with pytest.raises(ConfigError, match="caption_prefix"):
-        mf.MVCFinetuneConfig(captions="r", output_dir="o", caption_prefix="{klass}")
+        mf.FinetuneConfig(captions="r", output_dir="o", caption_prefix="{klass}")
     # run-time settings do not change the hash; the resume hash ignores the step budget only
-    assert cfg.config_hash() == mf.MVCFinetuneConfig(captions="run", output_dir="out", resume="never").config_hash()
-    longer = mf.MVCFinetuneConfig(captions="run", output_dir="out", max_train_steps=9)
+    assert cfg.config_hash() == mf.FinetuneConfig(captions="run", output_dir="out", resume="never").config_hash()
+    longer = mf.FinetuneConfig(captions="run", output_dir="out", max_train_steps=9)
     assert longer.config_hash() != cfg.config_hash() and longer.resume_hash() == cfg.resume_hash()
 
 
@@ -179,7 +179,7 @@ def test_finetune_two_steps_saves_a_pix2pix_pipeline_and_resumes(tiny_models, mv
     assert [r["step"] for r in losses] == [1, 2] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in losses)
     assert (out / mf.LOSS_CURVE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Image.open(out / mf.SAMPLES_FILE).size == (64, 32)
-    assert mf.MVCFinetuneConfig.from_yaml(out / mf.CONFIG_FILE) == cfg
+    assert mf.FinetuneConfig.from_yaml(out / mf.CONFIG_FILE) == cfg
     state = json.loads((out / mf.STATE_FILE).read_text())
     assert state["status"] == "finished" and state["global_step"] == 2 and state["class_names"] == CLASSES
     assert [p.name for p in mf.list_checkpoints(out)] == ["checkpoint-1", "checkpoint-2"]
@@ -280,20 +280,20 @@ def test_accelerate_launch_trains_one_model_on_two_processes(tiny_models, mvc_ru
 
 # -- EMA and trackers ----------------------------------------------------------------------------------------
 def test_ema_and_report_to_enter_the_hashes_as_they_should():
-    base = mf.MVCFinetuneConfig(captions="run", output_dir="out")
+    base = mf.FinetuneConfig(captions="run", output_dir="out")
     # without EMA the decay changes nothing, so hashes (and those of runs made before EMA existed) stay put
-    assert base.config_hash() == mf.MVCFinetuneConfig(captions="run", output_dir="out", ema_decay=0.5).config_hash()
+    assert base.config_hash() == mf.FinetuneConfig(captions="run", output_dir="out", ema_decay=0.5).config_hash()
     assert "use_ema" not in base.hashed_dict()
-    ema = mf.MVCFinetuneConfig(captions="run", output_dir="out", use_ema=True)
+    ema = mf.FinetuneConfig(captions="run", output_dir="out", use_ema=True)
     assert ema.config_hash() != base.config_hash() and ema.resume_hash() != base.resume_hash()
-    other_decay = mf.MVCFinetuneConfig(captions="run", output_dir="out", use_ema=True, ema_decay=0.99)
+    other_decay = mf.FinetuneConfig(captions="run", output_dir="out", use_ema=True, ema_decay=0.99)
     assert other_decay.resume_hash() != ema.resume_hash()
     # trackers are a run-time setting
-    assert mf.MVCFinetuneConfig(captions="run", output_dir="out", report_to="none").config_hash() == base.config_hash()
+    assert mf.FinetuneConfig(captions="run", output_dir="out", report_to="none").config_hash() == base.config_hash()
     with pytest.raises(ConfigError, match="ema_decay: expected a number in \\[0, 1\\]; got 1.5"):
-        mf.MVCFinetuneConfig(captions="run", output_dir="out", ema_decay=1.5)
+        mf.FinetuneConfig(captions="run", output_dir="out", ema_decay=1.5)
     with pytest.raises(ConfigError, match="report_to: expected one of"):
-        mf.MVCFinetuneConfig(captions="run", output_dir="out", report_to="mlflow-x")
+        mf.FinetuneConfig(captions="run", output_dir="out", report_to="mlflow-x")
 
 
 def _unet_state(folder: Path) -> dict:
@@ -305,7 +305,7 @@ def _unet_state(folder: Path) -> dict:
 def _ema_weights(checkpoint: Path) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(checkpoint / mf.EMA_FILE))
+    return load_file(str(checkpoint / mf.EMA_DIR / "diffusion_pytorch_model.safetensors"))
 
 
 def test_ema_resumes_bit_identically_and_is_the_saved_unet(tiny_models, mvc_run, tmp_path, monkeypatch):
@@ -359,10 +359,8 @@ def test_ema_resumes_bit_identically_and_is_the_saved_unet(tiny_models, mvc_run,
     ema_a, ema_b = _ema_weights(out / "checkpoints" / "checkpoint-3"), _ema_weights(straight / "checkpoints" /
                                                                                   "checkpoint-3")
     assert ema_a.keys() == ema_b.keys() and all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
-    from safetensors import safe_open
-
-    with safe_open(str(out / "checkpoints" / "checkpoint-3" / mf.EMA_FILE), framework="pt") as f:
-        assert json.loads(f.metadata()["ema_state"])["optimization_step"] == 3
+    ema_config = json.loads((out / "checkpoints" / "checkpoint-3" / mf.EMA_DIR / "config.json").read_text())
+    assert ema_config["optimization_step"] == 3
 
     # the saved pipeline holds the EMA weights, not the raw ones
     saved = _unet_state(out)

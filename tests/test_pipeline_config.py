@@ -10,7 +10,7 @@ import yaml
 
 from promptmix.errors import ConfigError
 from promptmix.pipeline.config import PipelineConfig, apply_override, load_config
-from promptmix.pipeline.runner import stage_key
+from promptmix.pipeline.engine import stage_key
 
 BASE = yaml.safe_load("""
 run_dir: RUN
@@ -50,9 +50,9 @@ def error_of(data) -> str:
 
 
 def test_sections_are_the_stage_configs_with_wired_keys():
-    from promptmix.generation.captions import CaptionConfig
-    from promptmix.generation.config import GenerateConfig
-    from promptmix.training.config import TrainConfig
+    from promptmix.generation.caption.captioner import CaptionConfig
+    from promptmix.generation.generate.config import GenerateConfig
+    from promptmix.training.train.config import TrainConfig
 
     cfg = PipelineConfig.from_dict(BASE)
     assert isinstance(cfg.caption, CaptionConfig) and isinstance(cfg.generate, GenerateConfig)
@@ -75,7 +75,7 @@ def test_sections_are_the_stage_configs_with_wired_keys():
     ("generate.steps", "abc", "generate.steps: expected an integer; got 'abc'"),
     ("generate.match_grayscale", "yes", "generate.match_grayscale: expected true or false; got 'yes'"),
     ("generate.prompts", "elsewhere", "generate.prompts: set by the pipeline"),
-    ("real.builder", "zip", "real.builder: expected one of 'shanghaitech', 'ucf-qnrf', 'nyu-depth-v2', "
+    ("real.builder", "zip", "real.builder: expected one of 'shanghaitech', 'ucf-qnrf', 'panda-crowd', 'nyu-depth-v2', "
                             "'imagefolder', 'hub', 'folder'; got 'zip'"),
     ("real.part", "C", "real.part: expected one of None, 'A', 'B'; got 'C'"),
     ("real.root", _DELETE, "real.root: expected a value for builder 'shanghaitech' (it needs root, part)"),
@@ -143,10 +143,10 @@ def test_load_config_overrides_and_file_errors(tmp_path):
 
 
 def test_stage_keys_ignore_wired_paths_and_runtime_settings_but_follow_results():
-    from promptmix.pipeline.stages import build_stages
+    from promptmix.pipeline.engine import pipeline_steps
 
     def keys(data):
-        stages = build_stages(PipelineConfig.from_dict(data))
+        stages = pipeline_steps(PipelineConfig.from_dict(data))
         out = {}
         for s in stages:
             if s.name != "real":
@@ -172,12 +172,19 @@ def test_stage_keys_ignore_wired_paths_and_runtime_settings_but_follow_results()
         with_value("report", {}, one_run))
 
 
-def test_cli_check_and_error_exit(tmp_path, capsys):
+def test_cli_check_and_error_exit(tmp_path, capsys, monkeypatch, tiny_models):
     from promptmix.cli import main
 
     raw = tmp_path / "raw" / "part_B"
     raw.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # relative inputs are read from the folder the command runs in
     data = with_value("real.root", str(tmp_path / "raw"))
+    # --check looks at the models too (pre-flight): point the config at real (tiny) ones
+    data = with_value("caption.model", str(tiny_models["captioner"]), data)
+    data = with_value("generate.model", str(tiny_models["sd"]), data)
+    data = with_value("annotate.annotators", [f"a:csrnet={tiny_models['counter_a']}",
+                                              f"b:dmcount={tiny_models['counter_b']}"], data)
+    data = with_value("run_dir", str(tmp_path / "RUN"), data)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["run", str(path), "--check"]) == 0
@@ -227,11 +234,11 @@ def test_mvc_settings_of_finetune_fill_generate_mvc_and_must_agree():
 
 
 def test_without_a_caption_section_the_prompt_bag_reads_the_real_dataset():
-    from promptmix.pipeline.stages import build_stages
+    from promptmix.pipeline.engine import pipeline_steps
 
     data = with_value("caption", _DELETE, with_value("prompts.use_captions", False))
     cfg = PipelineConfig.from_dict(data)
-    stages = {s.name: s for s in build_stages(cfg)}
+    stages = {s.name: s for s in pipeline_steps(cfg)}
     assert cfg.caption is None and "caption" not in stages and stages["prompts"].inputs == ("real",)
     assert "caption" not in yaml.safe_load(cfg.to_yaml())
     assert "prompts.use_captions: true needs captions; add a caption section" in error_of(
@@ -247,12 +254,11 @@ def test_without_a_caption_section_the_prompt_bag_reads_the_real_dataset():
 
 
 def test_finetune_stage_continues_when_only_the_step_count_changes():
-    from promptmix.pipeline.runner import continue_key
-    from promptmix.pipeline.stages import build_stages
+    from promptmix.pipeline.engine import continue_key, pipeline_steps
 
     def finetune_keys(data):
         done = {}
-        for s in build_stages(PipelineConfig.from_dict(data)):
+        for s in pipeline_steps(PipelineConfig.from_dict(data)):
             done[s.name] = stage_key(s, done, "fp" if s.name == "real" else None)
             if s.name == "finetune":
                 return done[s.name], continue_key(s, done, None)

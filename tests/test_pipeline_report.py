@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from promptmix.errors import InputError
-from promptmix.training.report import compare_runs, greater_is_better, write_report
+from promptmix.training.report.report import compare_runs, greater_is_better, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from promptmix.errors import ConfigError, InputError, RunLockedError
-from promptmix.pipeline.runner import (CACHED, PLANNED, RAN, SKIPPED, PipelineState, Stage, files_fingerprint,
-                                       run_stages)
+from promptmix.pipeline.engine import CACHED, PLANNED, RAN, SKIPPED, PipelineState, Step, run_stages, step_of
+from promptmix.run_folder import RunFolder
+from promptmix.utils.io import files_fingerprint
 
 
 class Toy:
@@ -37,7 +38,7 @@ class Toy:
 
     def stages(self):
         spec = [("a", ()), ("b", ("a",)), ("c", ("b",)), ("d", ("a",))]
-        return [Stage(name, self._runner(name, inputs), inputs=inputs, settings={"v": self.settings[name]},
+        return [Step(name, self._runner(name, inputs), inputs=inputs, settings={"v": self.settings[name]},
                       outputs=(self.run_dir / name,), group="d" if name == "d" else "")
                 for name, inputs in spec]
 
@@ -129,9 +130,7 @@ def test_stray_output_without_record_is_refused(tmp_path):
 
 
 def test_second_runner_on_same_folder_is_locked_out(tmp_path):
-    from promptmix.pipeline.runner import _RunLock
-
-    with _RunLock(tmp_path):
+    with RunFolder(tmp_path).lock("run"):
         with pytest.raises(RunLockedError, match="another `promptmix run`"):
             run_stages(tmp_path, Toy(tmp_path).stages())
 
@@ -148,7 +147,7 @@ def test_plan_only_changes_nothing(tmp_path):
 
 
 def test_graph_errors(tmp_path):
-    bad = [Stage("b", lambda: None, inputs=("a",)), Stage("a", lambda: None)]
+    bad = [Step("b", lambda: None, inputs=("a",)), Step("a", lambda: None)]
     with pytest.raises(ConfigError, match="reads 'a', which is not an earlier stage"):
         run_stages(tmp_path, bad)
 
@@ -239,9 +238,9 @@ class Steps:
             (self.run_dir / "use").mkdir(exist_ok=True)
             (self.run_dir / "use" / "out.txt").write_text(log.read_text())
 
-        return [Stage("train", train, settings={"lr": self.lr, "steps": self.steps}, outputs=(log.parent,),
+        return [Step("train", train, settings={"lr": self.lr, "steps": self.steps}, outputs=(log.parent,),
                       continue_settings={"lr": self.lr}, can_continue=lambda: self.ok),
-                Stage("use", use, inputs=("train",), settings={}, outputs=(self.run_dir / "use",))]
+                Step("use", use, inputs=("train",), settings={}, outputs=(self.run_dir / "use",))]
 
 
 def test_a_continuable_stage_continues_when_only_its_step_count_changes(tmp_path):
@@ -282,11 +281,14 @@ def _fake_finetune(out: Path, *, steps_done: int, config: dict, max_steps: int, 
 
 
 def test_finetune_can_continue_only_up_to_more_steps(tmp_path):
-    from promptmix.pipeline.stages import finetune_can_continue
-    from promptmix.training.mvc_finetune import MVCFinetuneConfig
+    from promptmix.training.finetune.config import FinetuneConfig
+    from promptmix.training.finetune.stage import FinetuneStage
+
+    def finetune_can_continue(config):
+        return FinetuneStage().can_continue(config, None)
 
     def ft(**kw):
-        return MVCFinetuneConfig(captions="RUN", output_dir=str(tmp_path / "ft"), **kw)
+        return FinetuneConfig(captions="RUN", output_dir=str(tmp_path / "ft"), **kw)
 
     made_with = ft().resume_hash()
     assert not finetune_can_continue(ft(max_train_steps=8))  # nothing to continue
@@ -316,10 +318,10 @@ def _fresh_accelerate_state():
 
 
 def test_a_training_run_continues_when_only_its_epochs_grow(tmp_path, monkeypatch, _fresh_accelerate_state):
-    from promptmix.pipeline.stages import _train_stage, train_can_continue
-    from promptmix.training import trainer
-    from promptmix.training.config import TrainConfig
-    from promptmix.training.synthetic import write_real_dataset
+    from promptmix.testing.synthetic import write_real_dataset
+    from promptmix.training.train import trainer
+    from promptmix.training.train.config import TrainConfig
+    from promptmix.training.train.stage import TrainStage
 
     real = write_real_dataset(tmp_path / "real", "counting", sizes={"train": 4, "validation": 2, "test": 2})
     run = tmp_path / "run"
@@ -330,8 +332,12 @@ def test_a_training_run_continues_when_only_its_epochs_grow(tmp_path, monkeypatc
                 "epochs": 2, "batch_size": 2, "output_dir": str(out), "report_to": "none", "cpu": True}
         return TrainConfig(**{**base, **kw})
 
+    def train_can_continue(cfg):
+        return TrainStage().can_continue(cfg, None)
+
     def stages(**kw):
-        return [Stage("real", dict, settings={}), _train_stage("base", config(**kw), None)]
+        return [Step("real", dict, settings={}),
+                step_of(TrainStage(), config(**kw), RunFolder(run), ["real"], name="train.base")]
 
     trained: list[int] = []  # the epochs trainer.train actually runs
     batches = trainer.epoch_batches
@@ -367,3 +373,96 @@ def test_a_training_run_continues_when_only_its_epochs_grow(tmp_path, monkeypatc
     assert (res.status, res.reason) == (RAN, "") and trained == [0, 1]
     assert not (out / "lr-0.003" / "checkpoints" / "epoch-0003").exists()
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
+
+
+def test_from_reruns_only_the_stages_that_read_what_it_writes(tmp_path):
+    """`--from b` reruns b and c (reads b), not d (reads only a): `--from filter` leaves the real-only baseline."""
+    run_stages(tmp_path, Toy(tmp_path).stages())
+    toy = Toy(tmp_path)
+    lines = []
+    res = run_stages(tmp_path, toy.stages(), from_stage="b", echo=lines.append)
+    assert statuses(res) == {"a": SKIPPED, "b": RAN, "c": RAN, "d": CACHED}
+    assert toy.calls == ["b", "c"]
+    plan = run_stages(tmp_path, Toy(tmp_path).stages(), from_stage="b", plan_only=True)
+    assert statuses(plan) == {"a": SKIPPED, "b": PLANNED, "c": PLANNED, "d": CACHED}
+
+
+class Recorded(Toy):
+    """Toy stages that record their settings like a stage's own code does (a manifest-style record per stage),
+    so a rewrite by another command can be told apart."""
+
+    def stages(self):
+        steps = super().stages()
+        for step in steps:
+            inner = step.run
+
+            def run(inner=inner, name=step.name):
+                out = inner()
+                (self.run_dir / name / "record.json").write_text(json.dumps({"config_hash": f"v{self.settings[name]}"}))
+                return out
+            step.run = run
+            step.fingerprint = (lambda name=step.name: json.loads((self.run_dir / name / "record.json").read_text())
+                                ["config_hash"])
+            step.describe_change = (lambda name=step.name: "v: " + json.loads(
+                (self.run_dir / name / "record.json").read_text())["config_hash"][1:] + " there, "
+                f"{self.settings[name]} in the config")
+        return steps
+
+
+def test_an_output_rewritten_outside_the_runner_is_named_with_its_stale_readers(tmp_path):
+    """`promptmix filter RUN --keep 40` on a pipeline folder: the next run stops and says which stages are stale;
+    --plan shows it; the config's settings (--from) or the new ones (the config changed) both resolve it."""
+    run_stages(tmp_path, Recorded(tmp_path).stages())
+    (tmp_path / "b" / "record.json").write_text(json.dumps({"config_hash": "v7"}))  # another command rewrote b
+    (tmp_path / "b" / "out.txt").write_text("b7(a1())")
+
+    plan = run_stages(tmp_path, Recorded(tmp_path).stages(), plan_only=True, echo=(lines := []).append)
+    assert statuses(plan) == {"a": CACHED, "b": "changed", "c": "stale", "d": CACHED}
+    assert "v: 7 there, 1 in the config" in "\n".join(lines)
+
+    toy = Recorded(tmp_path)
+    with pytest.raises(InputError) as err:
+        run_stages(tmp_path, toy.stages())
+    message = str(err.value)
+    assert "stage b: b changed outside `promptmix run`" in message and "stale: c" in message
+    assert "--set b.v=7" in message and "--from b" in message
+    assert toy.calls == []  # nothing ran
+
+    toy = Recorded(tmp_path, {"b": 7})  # the config now says what is there: b reruns with it, then c
+    assert statuses(run_stages(tmp_path, toy.stages())) == {"a": CACHED, "b": RAN, "c": RAN, "d": CACHED}
+    assert (tmp_path / "c" / "out.txt").read_text() == "c1(b7(a1()))"
+
+    (tmp_path / "b" / "record.json").write_text(json.dumps({"config_hash": "v9"}))
+    toy = Recorded(tmp_path, {"b": 7})
+    res = run_stages(tmp_path, toy.stages(), from_stage="b")  # back to the config's settings
+    assert statuses(res) == {"a": SKIPPED, "b": RAN, "c": RAN, "d": CACHED}
+    assert statuses(run_stages(tmp_path, Recorded(tmp_path, {"b": 7}).stages())) == {s: CACHED for s in "abcd"}
+
+
+def test_plan_says_a_stage_is_running_when_another_process_holds_the_lock(tmp_path):
+    import subprocess
+    import sys
+
+    toy = Toy(tmp_path)
+    state = PipelineState(tmp_path)
+    run_stages(tmp_path, toy.stages(), until_stage="a")
+    state = PipelineState(tmp_path)
+    key = state.get("a")["key"]
+    state.set("b", {"key": "x", "status": "running", "outputs": ["b"]})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from promptmix.run_folder import RunFolder\n"
+        f"with RunFolder({str(tmp_path)!r}).lock('generate'):\n"
+        "    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lines = []
+        res = run_stages(tmp_path, Toy(tmp_path).stages(), plan_only=True, echo=lines.append)
+        text = "\n".join(lines)
+        assert "locked by another run" in text and "`promptmix generate`" in text
+        assert key and statuses(res)["a"] == CACHED
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = []
+    run_stages(tmp_path, Toy(tmp_path).stages(), plan_only=True, echo=lines.append)
+    assert "locked" not in "\n".join(lines)

@@ -11,9 +11,9 @@ import yaml
 
 from promptmix import schema
 from promptmix.errors import ConfigError, InputError
-from promptmix.generation.prompts import (PromptBagConfig, build_prompt_bag, count_truncated, expand_placeholders,
-                                          load_prompt_bag, prompt_id, report_truncated)
-from promptmix.utils.manifest import read_manifest
+from promptmix.generation.prompts.bag import (PromptsConfig, build_prompt_bag, count_truncated, expand_placeholders,
+                                              load_prompt_bag, prompt_id, report_truncated)
+from promptmix.run_folder import RunFolder
 
 # image_id, caption, label, grayscale
 CAPTIONS = [
@@ -68,7 +68,7 @@ def test_prompt_id_is_a_stable_hash_of_text_and_label():
 
 
 def test_captions_with_prefix_and_grayscale_suffix_per_source(count_run):
-    config = PromptBagConfig(prefix="large crowd", suffix="grayscale")
+    config = PromptsConfig(prefix="large crowd", suffix="grayscale")
     rows, bag = _rows(build_prompt_bag(config, count_run))
     by_text = {r[schema.PROMPT]: r for r in rows}
     gray = by_text["large crowd, people on a street, black and white image"]
@@ -86,7 +86,7 @@ def test_captions_with_prefix_and_grayscale_suffix_per_source(count_run):
 
 
 def test_suffix_wording_and_separator_are_configurable(count_run):
-    config = PromptBagConfig(suffix="grayscale", grayscale_suffix="grayscale photo", color_suffix="in colour",
+    config = PromptsConfig(suffix="grayscale", grayscale_suffix="grayscale photo", color_suffix="in colour",
                              separator=" | ", prefix="crowd")
     rows, _ = _rows(build_prompt_bag(config, count_run))
     assert {r[schema.PROMPT] for r in rows} == {"crowd | people on a street | grayscale photo",
@@ -95,14 +95,14 @@ def test_suffix_wording_and_separator_are_configurable(count_run):
 
 
 def test_same_text_under_two_labels_is_not_merged(cls_run):
-    rows, _ = _rows(build_prompt_bag(PromptBagConfig(), cls_run))
+    rows, _ = _rows(build_prompt_bag(PromptsConfig(), cls_run))
     street = [r for r in rows if r[schema.PROMPT] == "people on a street"]
     assert [(r[schema.LABEL], r[schema.SOURCE_IMAGE_IDS]) for r in street] == [(0, ["a", "b", "c"]), (1, ["e"])]
     assert street[0][schema.PROMPT_ID] == prompt_id("people on a street", 0) != street[1][schema.PROMPT_ID]
 
 
 def test_class_templates(cls_run):
-    config = PromptBagConfig(use_captions=False, suffix="grayscale",
+    config = PromptsConfig(use_captions=False, suffix="grayscale",
                              class_templates=["a photo of a {label}", "{label}, {caption}"])
     rows, bag = _rows(build_prompt_bag(config, cls_run))
     got = {(r[schema.PROMPT], r[schema.LABEL]): r[schema.SOURCE_IMAGE_IDS] for r in rows}
@@ -119,15 +119,15 @@ def test_class_templates(cls_run):
 
 def test_class_templates_need_classification(count_run):
     with pytest.raises(ConfigError, match="class_templates: need a classification dataset"):
-        build_prompt_bag(PromptBagConfig(class_templates=["a photo of a {label}"]), count_run)
+        build_prompt_bag(PromptsConfig(class_templates=["a photo of a {label}"]), count_run)
     with pytest.raises(ConfigError, match="class_templates"):
-        PromptBagConfig(class_templates=["a photo of {animal}"])
+        PromptsConfig(class_templates=["a photo of {animal}"])
 
 
 def test_manual_prompts_placeholders_and_file(tmp_path):
     f = tmp_path / "manual.txt"
     f.write_text("# my prompts\n\nlarge crowd in [location]\n  a [room] interior at [time]  \nlarge crowd\n")
-    config = PromptBagConfig(use_captions=False, manual=["large crowd"], manual_file=f, prefix="photo",
+    config = PromptsConfig(use_captions=False, manual=["large crowd"], manual_file=f, prefix="photo",
                              locations=["mecca", "a stadium"],
                              placeholders={"room": ["kitchen", "bathroom"], "time": ["night"]})
     rows, bag = _rows(build_prompt_bag(config, tmp_path / "run"))  # no captions needed
@@ -141,7 +141,7 @@ def test_manual_prompts_placeholders_and_file(tmp_path):
     assert all(r[schema.SOURCE_IMAGE_IDS] == [] and r[schema.LABEL] is None for r in rows)
     assert rows[1][schema.BASE_TEXT] == "large crowd in mecca"
     assert bag.info["counts"]["duplicates_merged"] == 1
-    rows, _ = _rows(build_prompt_bag(PromptBagConfig(use_captions=False, manual=["crowd"], prefix="big",
+    rows, _ = _rows(build_prompt_bag(PromptsConfig(use_captions=False, manual=["crowd"], prefix="big",
                                                      prefix_manual=False), tmp_path / "run"))
     assert [r[schema.PROMPT] for r in rows] == ["crowd"]
 
@@ -150,13 +150,13 @@ def test_placeholder_errors(tmp_path):
     assert expand_placeholders("[a] and [b] and [a]", {"a": ["1", "2"], "b": ["x"]}) == ["1 and x and 1",
                                                                                      "2 and x and 2"]
     with pytest.raises(ConfigError, match=r"\[location\] has no values.*--location VALUE"):
-        build_prompt_bag(PromptBagConfig(use_captions=False, manual=["crowd in [location]"]), tmp_path)
+        build_prompt_bag(PromptsConfig(use_captions=False, manual=["crowd in [location]"]), tmp_path)
     with pytest.raises(InputError, match="nope.txt does not exist"):
-        build_prompt_bag(PromptBagConfig(use_captions=False, manual_file=tmp_path / "nope.txt"), tmp_path)
+        build_prompt_bag(PromptsConfig(use_captions=False, manual_file=tmp_path / "nope.txt"), tmp_path)
 
 
 def test_dedupe_off_keeps_repeats_with_unique_ids(count_run):
-    rows, _ = _rows(build_prompt_bag(PromptBagConfig(dedupe=False), count_run))
+    rows, _ = _rows(build_prompt_bag(PromptsConfig(dedupe=False), count_run))
     assert len(rows) == 5
     ids = [r[schema.PROMPT_ID] for r in rows]
     assert len(set(ids)) == 5
@@ -166,9 +166,9 @@ def test_dedupe_off_keeps_repeats_with_unique_ids(count_run):
 
 def test_max_prompts_is_a_seeded_subset_in_bag_order(tmp_path):
     manual = [f"prompt {i}" for i in range(20)]
-    a, _ = _rows(build_prompt_bag(PromptBagConfig(use_captions=False, manual=manual, max_prompts=5), tmp_path / "x"))
-    b, _ = _rows(build_prompt_bag(PromptBagConfig(use_captions=False, manual=manual, max_prompts=5), tmp_path / "y"))
-    c, _ = _rows(build_prompt_bag(PromptBagConfig(use_captions=False, manual=manual, max_prompts=5, seed=1),
+    a, _ = _rows(build_prompt_bag(PromptsConfig(use_captions=False, manual=manual, max_prompts=5), tmp_path / "x"))
+    b, _ = _rows(build_prompt_bag(PromptsConfig(use_captions=False, manual=manual, max_prompts=5), tmp_path / "y"))
+    c, _ = _rows(build_prompt_bag(PromptsConfig(use_captions=False, manual=manual, max_prompts=5, seed=1),
                                   tmp_path / "z"))
     texts = [r[schema.PROMPT] for r in a]
     assert len(texts) == 5 and texts == [r[schema.PROMPT] for r in b]
@@ -178,22 +178,22 @@ def test_max_prompts_is_a_seeded_subset_in_bag_order(tmp_path):
 
 def test_empty_bag_and_missing_captions_are_clear_errors(tmp_path, count_run):
     with pytest.raises(InputError, match="prompt bag is empty"):
-        build_prompt_bag(PromptBagConfig(use_captions=False), count_run)
+        build_prompt_bag(PromptsConfig(use_captions=False), count_run)
     with pytest.raises(InputError, match="promptmix caption"):
-        build_prompt_bag(PromptBagConfig(), tmp_path / "no-run")
+        build_prompt_bag(PromptsConfig(), tmp_path / "no-run")
 
 
 def test_outputs_config_and_manifest(count_run, tmp_path):
-    config = PromptBagConfig(prefix="large crowd", manual=["x"])
+    config = PromptsConfig(prefix="large crowd", manual=["x"])
     out = build_prompt_bag(config, count_run / "captions", tmp_path / "bag")  # a captions folder works too
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "info.json", "prompts.parquet", "sources.parquet"]
-    assert PromptBagConfig.from_yaml(out / "config.yaml") == config
-    assert read_manifest(count_run)["stages"]["prompts"]["counts"]["total"] == 3
+    assert PromptsConfig.from_yaml(out / "config.yaml") == config
+    assert RunFolder(count_run).read_manifest()["stages"]["prompts"]["counts"]["total"] == 3
     assert load_prompt_bag(out).prompts.features == schema.PROMPTS
 
 
 def test_load_prompt_bag_from_run_folder_and_txt(count_run, tmp_path):
-    build_prompt_bag(PromptBagConfig(), count_run)
+    build_prompt_bag(PromptsConfig(), count_run)
     assert len(load_prompt_bag(count_run)) == len(load_prompt_bag(count_run / "prompts")) == 2
     assert load_prompt_bag(count_run / "prompts" / "prompts.parquet").info["task"] == "counting"
     txt = tmp_path / "p.txt"
@@ -224,7 +224,7 @@ def test_truncation_is_counted_with_a_clip_tokenizer(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert report_truncated(tok, [long, short]) == 1
     assert "1 of 2 prompts are longer than 77 tokens" in caplog.text
-    out = build_prompt_bag(PromptBagConfig(use_captions=False, manual=[short, long]), tmp_path / "r", tokenizer=tok)
+    out = build_prompt_bag(PromptsConfig(use_captions=False, manual=[short, long]), tmp_path / "r", tokenizer=tok)
     counts = load_prompt_bag(out).info["counts"]
     assert counts["truncated"] == 1 and counts["max_tokens"] == 77
 
@@ -250,7 +250,7 @@ def test_cli_prompts_summary_and_config_file(count_run, tmp_path, capsys):
 # -- without captions: metadata from the real dataset ----------------------------------------------------
 @pytest.fixture(scope="module")
 def real_cls(tmp_path_factory):
-    from promptmix.training.synthetic import write_real_dataset
+    from promptmix.testing.synthetic import write_real_dataset
 
     return write_real_dataset(tmp_path_factory.mktemp("real") / "cls", "classification", class_names=("cat", "dog"),
                               sizes={"train": 6, "test": 2}, size=(24, 32))
@@ -258,9 +258,9 @@ def real_cls(tmp_path_factory):
 
 def test_label_prompts_from_the_real_dataset_without_captions(real_cls, tmp_path):
     from promptmix.builders import load_real
-    from promptmix.generation.captions import source_rows
+    from promptmix.generation.caption.captioner import source_rows
 
-    config = PromptBagConfig(use_captions=False, class_templates=["a photo of a {label}"], suffix="grayscale")
+    config = PromptsConfig(use_captions=False, class_templates=["a photo of a {label}"], suffix="grayscale")
     assert not config.needs_captions()
     out = build_prompt_bag(config, None, tmp_path / "run" / "prompts", real=str(real_cls))
     rows, bag = _rows(out)
@@ -276,20 +276,20 @@ def test_label_prompts_from_the_real_dataset_without_captions(real_cls, tmp_path
         assert r[schema.PROMPT].startswith("a photo of a " + ["cat", "dog"][r[schema.LABEL]])
         by_label.setdefault(r[schema.LABEL], set()).update(r[schema.SOURCE_IMAGE_IDS])
     assert by_label == {y: {i for i, s in expected.items() if s[schema.LABEL] == y} for y in (0, 1)}
-    assert read_manifest(tmp_path / "run")["stages"]["prompts"]["counts"]["class"] == len(rows)
+    assert RunFolder(tmp_path / "run").read_manifest()["stages"]["prompts"]["counts"]["class"] == len(rows)
 
 
 def test_captions_are_needed_for_use_captions_and_caption_templates(real_cls, tmp_path):
     with pytest.raises(ConfigError, match="use_captions: true needs captions, but the prompt bag is built from the "
                                           "real dataset"):
-        build_prompt_bag(PromptBagConfig(), None, tmp_path / "p", real=str(real_cls))
+        build_prompt_bag(PromptsConfig(), None, tmp_path / "p", real=str(real_cls))
     with pytest.raises(ConfigError, match=r"a class template with \{caption\} needs captions"):
-        build_prompt_bag(PromptBagConfig(use_captions=False, class_templates=["{label}, {caption}"]), None,
+        build_prompt_bag(PromptsConfig(use_captions=False, class_templates=["{label}, {caption}"]), None,
                          tmp_path / "p", real=str(real_cls))
     assert not (tmp_path / "p").exists()
     # a run folder without captions and a {label} template: no class names to fill it, and the way to get them
     with pytest.raises(ConfigError, match=r"give the real dataset \(`promptmix prompts --real DIR`\)"):
-        build_prompt_bag(PromptBagConfig(use_captions=False, class_templates=["a {label}"]), tmp_path / "empty-run")
+        build_prompt_bag(PromptsConfig(use_captions=False, class_templates=["a {label}"]), tmp_path / "empty-run")
 
 
 def test_cli_prompts_from_the_real_dataset(real_cls, tmp_path, capsys):

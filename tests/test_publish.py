@@ -19,16 +19,16 @@ from promptmix import schema as S
 from promptmix.cli import main
 from promptmix.errors import InputError
 from promptmix.publishing import HubPublishError, VersionExistsError, parse_version, publish_run
+from promptmix.testing.runs import make_run
 from promptmix.utils.io import sha256_file
-from promptmix.testing.run_factory import make_run
 
 TOKEN = "hf_TestTokenThatMustNeverLeak0123456789"
 MAIN_HEAD = "1" * 40
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("publish-run"), task="counting", n_real=3, k=2)
+def run(tmp_path_factory, tiny_models):
+    return make_run(tmp_path_factory.mktemp("publish-run"), task="counting", n_real=3, k=2, models=tiny_models)
 
 
 class FakeHub:
@@ -125,7 +125,7 @@ def test_local_folder_round_trips_through_load_dataset(run, tmp_path):
     assert [c["config_name"] for c in card.data.configs] == ["kept", "all"]
     assert 'load_dataset("me/fake-shtb", revision="v1.0.0"' in card.text
     provenance = json.loads((out / "provenance.json").read_text())
-    assert set(provenance["run"]["manifest"]["stages"]) == {"captions", "prompts", "generate", "annotate", "filter"}
+    assert set(provenance["run"]["manifest"]["stages"]) == {"caption", "prompts", "generate", "annotate", "filter"}
     assert provenance["dataset"]["tag"] == "v1.0.0"
     assert provenance["history"] == [{"version": "1.0.0", "date": "2025-03-01", "rows_kept": run.kept,
                                       "rows_all": run.rows, "notes": None}]

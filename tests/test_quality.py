@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptmix.annotation.filter import build_target, keep_count
-from promptmix.annotation.quality import (classification_distance, common_size, counting_quality, depth_quality,
-                                          pairwise_quality)
+from promptmix.annotation.filter.filtering import build_target, keep_count
+from promptmix.annotation.filter.quality import classification_distance, common_size, counting_quality, depth_quality
+from promptmix.tasks import pairwise_quality
 
 
 def test_counting_quality_hand_computed():

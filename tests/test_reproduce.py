@@ -12,7 +12,7 @@ from promptmix import schema as S
 
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory, tiny_sd):  # noqa: F811
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.runner import generate
 
     root = tmp_path_factory.mktemp("repro")
     bag = write_bag(root)
@@ -43,7 +43,7 @@ def test_reproduce_detects_an_altered_record(plain_run, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     from promptmix.cli import main
-    from promptmix.generation.reproduce import reproduce_row
+    from promptmix.generation.generate.reproduce import reproduce_row
 
     run = tmp_path / "run"
     shutil.copytree(plain_run, run)
@@ -63,7 +63,7 @@ def test_reproduce_detects_an_altered_record(plain_run, tmp_path, capsys):
 
 def test_reproduce_errors(plain_run):
     from promptmix.errors import InputError
-    from promptmix.generation.reproduce import reproduce_row
+    from promptmix.generation.generate.reproduce import reproduce_row
 
     with pytest.raises(InputError, match="0..7"):
         reproduce_row(plain_run, 8)
@@ -73,11 +73,11 @@ def test_reproduce_errors(plain_run):
 
 def test_pix2pix_with_mvc_rows_are_conditioned_recorded_and_reproducible(tmp_path, pix2pix):
     from promptmix.errors import InputError
-    from promptmix.generation.config import GenerateConfig
+    from promptmix.generation.generate.config import GenerateConfig
+    from promptmix.generation.generate.plan import load_generated
+    from promptmix.generation.generate.reproduce import reproduce_row
+    from promptmix.generation.generate.runner import generate
     from promptmix.generation.mvc import MVCConfig
-    from promptmix.generation.reproduce import reproduce_row
-    from promptmix.generation.run_folder import load_generated
-    from promptmix.generation.runner import generate
 
     one_dog = write_bag(tmp_path / "one-dog", with_real=True)
     mvc = MVCConfig(enabled=True, images_per_class=3)
@@ -109,9 +109,9 @@ def test_pix2pix_with_mvc_rows_are_conditioned_recorded_and_reproducible(tmp_pat
 
 
 def test_pix2pix_with_text_prompts_conditions_on_the_real_dataset(tmp_path, pix2pix):
-    from promptmix.generation.reproduce import reproduce_row
-    from promptmix.generation.run_folder import load_generated
-    from promptmix.generation.runner import generate
+    from promptmix.generation.generate.plan import load_generated
+    from promptmix.generation.generate.reproduce import reproduce_row
+    from promptmix.generation.generate.runner import generate
 
     write_bag(tmp_path, with_real=True)  # only for its real dataset folder
     prompts = tmp_path / "p.txt"

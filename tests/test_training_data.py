@@ -11,11 +11,12 @@ from datasets import Image
 from promptmix import schema
 from promptmix.density import density_map
 from promptmix.errors import ConfigError, InputError
-from promptmix.training.config import TrainConfig, build_parser, config_from_args
-from promptmix.training.data import (EvalSet, SampleSettings, TrainSet, collate, decode_image, load_training_data,
-                                     to_tensor)
-from promptmix.training.mixing import FAKE, REAL
-from promptmix.training.synthetic import write_fake_dataset, write_real_dataset
+from promptmix.testing.synthetic import write_fake_dataset, write_real_dataset
+from promptmix.training.train.config import TrainConfig
+from promptmix.training.train.data import (EvalSet, SampleSettings, TrainSet, collate, decode_image, load_training_data,
+                                           to_tensor)
+from promptmix.training.train.mixing import FAKE, REAL
+from promptmix.training.train.stage import build_parser, config_from_args
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from promptmix.tasks import TASKS
 from promptmix.training.metrics import METRIC_NAMES, load_metric, metric_path
-from promptmix.training.tasks import TASK_SPECS
 
 
 def test_modules_are_package_files_loaded_offline():
@@ -66,9 +66,9 @@ def test_classification_accuracy_top1_top5():
 
 
 def test_task_compute_orders_records_by_row():
-    spec = TASK_SPECS["counting"]
+    spec = TASKS["counting"]
     m = load_metric("counting_error")
     records = [(2, 3.0, 1.0), (0, 1.0, 1.0), (1, 5.0, 2.0)]
     assert spec.compute(m, records)["mae"] == pytest.approx((0 + 3 + 2) / 3)
     assert spec.better(1.0, 2.0) and not spec.better(2.0, 1.0) and spec.better(5.0, None)
-    assert TASK_SPECS["classification"].better(0.9, 0.8)
+    assert TASKS["classification"].better(0.9, 0.8)

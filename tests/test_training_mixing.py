@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
 
 from promptmix.errors import ConfigError, InputError
-from promptmix.training.mixing import (FAKE, REAL, MixingSpec, composition, epoch_batches, epoch_keys,
-                                       sample_fake_rows, shard_batches)
-from promptmix.training.trainer import LrSchedule
+from promptmix.training.train.mixing import (FAKE, REAL, MixingSpec, composition, epoch_batches, epoch_keys,
+                                             sample_fake_rows, shard_batches)
+from promptmix.training.train.trainer import LrSchedule
 
 
 def _keys(batches):
@@ -74,7 +75,7 @@ def test_interleave_uses_datasets_interleave_with_probabilities():
     # the same interleaving datasets produces from the same inputs (the order of sources)
     a = Dataset.from_dict({"x": [0] * 200})
     b = Dataset.from_dict({"x": [1] * 400})
-    from promptmix.training.mixing import _STREAM_ORDER, epoch_rng
+    from promptmix.training.train.mixing import _STREAM_ORDER, epoch_rng
 
     seed = int(epoch_rng(5, 1, _STREAM_ORDER).integers(2 ** 31))
     ref = interleave_datasets([a, b], probabilities=[0.7, 0.3], seed=seed)["x"]
@@ -124,3 +125,65 @@ def test_shard_batches_gives_every_process_the_same_number_of_steps():
     assert shard_batches(batches, 0, 1) == batches
     assert {k for s in shards for b in s for k in b} == {(REAL, i) for i in range(5)}  # nothing left out
     assert shard_batches([], 1, 2) == []
+
+
+def _swap_epoch(spec, real_labels, fake_labels, epoch, seed=5):
+    keys = epoch_keys(spec, len(real_labels), len(fake_labels), epoch=epoch, seed=seed,
+                      labels=(real_labels, fake_labels))
+    real = sorted(r for s, r in keys if s == REAL)
+    fake = sorted(r for s, r in keys if s == FAKE)
+    return keys, real, fake
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.3, 1.0])
+def test_swap_replaces_exactly_the_share_with_same_class_fake_rows(fraction):
+    real_labels = [0] * 9 + [1] * 6 + [2] * 5  # 20 real rows, uneven classes
+    fake_labels = [0, 1, 2] * 12
+    spec = MixingSpec("swap", swap_fraction=fraction)
+    k = round(fraction * 20)
+    for epoch in range(3):
+        keys, real, fake = _swap_epoch(spec, real_labels, fake_labels, epoch)
+        assert len(keys) == 20 and len(fake) == k and len(real) == 20 - k  # the epoch keeps the real set's size
+        assert len(set(real)) == len(real) and len(set(fake)) == len(fake)  # no row twice
+        out = sorted(set(range(20)) - set(real))
+        # the classes of the rows left out are exactly the classes of the fake rows put in
+        assert Counter(real_labels[i] for i in out) == Counter(fake_labels[i] for i in fake)
+        for c, n_c in Counter(real_labels).items():  # each class swaps floor(f * n_c) or one more
+            swapped = sum(1 for i in out if real_labels[i] == c)
+            assert int(fraction * n_c) <= swapped <= int(fraction * n_c) + 1
+        assert keys == _swap_epoch(spec, real_labels, fake_labels, epoch)[0]  # (seed, epoch) fixes it
+
+
+def test_swap_redraws_every_epoch_or_keeps_one_draw():
+    real_labels, fake_labels = [0, 1] * 10, [0, 1] * 20
+    redrawn = [tuple(_swap_epoch(MixingSpec("swap"), real_labels, fake_labels, e)[2]) for e in range(4)]
+    assert len(set(redrawn)) == 4
+    fixed_spec = MixingSpec("swap", swap_redraw=False)
+    fixed = [_swap_epoch(fixed_spec, real_labels, fake_labels, e) for e in range(4)]
+    assert len({tuple(f[1]) for f in fixed}) == 1 and len({tuple(f[2]) for f in fixed}) == 1  # same rows ...
+    assert len({tuple(f[0]) for f in fixed}) == 4  # ... in a new order every epoch
+    batches = epoch_batches(fixed_spec, 20, 40, 6, epoch=1, seed=5, labels=(real_labels, fake_labels))
+    assert composition(batches) == {"real": 10, "fake": 10} and [len(b) for b in batches] == [6, 6, 6, 2]
+
+
+def test_swap_without_labels_and_its_errors():
+    keys = epoch_keys(MixingSpec("swap", swap_fraction=0.25), 12, 30, epoch=0, seed=0)
+    assert composition([keys]) == {"real": 9, "fake": 3}
+    with pytest.raises(InputError, match="class 1 needs 3 fake rows.*has 1 of that class"):
+        epoch_keys(MixingSpec("swap"), 6, 4, epoch=0, seed=0, labels=([1] * 6, [0, 0, 0, 1]))
+    with pytest.raises(InputError, match="only 2 rows"):
+        epoch_keys(MixingSpec("swap"), 10, 2, epoch=0, seed=0)
+    with pytest.raises(ConfigError, match="swap_fraction"):
+        MixingSpec("swap", swap_fraction=1.5)
+
+
+def test_lr_schedules():
+    spec = MixingSpec("none", epochs=8)
+    cos = LrSchedule(1.0, spec, "cosine")
+    assert [round(cos(e), 4) for e in (0, 4, 8)] == [1.0, 0.5, 1.0]  # epoch 8 is past phase 1: factor 1
+    assert cos(7) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    step = LrSchedule(1.0, spec, "multistep", gamma=0.1)  # default milestones: 4 and 6
+    assert [step(e) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert LrSchedule(1.0, spec, "multistep", milestones=(2,), gamma=0.5)(3) == 0.5
+    two = LrSchedule(1.0, MixingSpec("two-phase", epochs=4, two_phase_epochs=2, two_phase_lr_factor=0.1), "cosine")
+    assert two(4) == two(5) == pytest.approx(0.1)  # the real-only phase: factor x the initial rate

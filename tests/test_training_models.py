@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from promptmix.errors import CheckpointError, ConfigError, ModelLoadError
-from promptmix.training.model_info import count_macs, model_info, parse_size
-from promptmix.training.models import MODEL_NAMES, create_model
+from promptmix.models import MODEL_NAMES, create_model
+from promptmix.models.info import count_macs, model_info, parse_size
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -20,6 +21,8 @@ def test_tiny_models_forward(name):
         y = model(x)
     if model.task == "counting":
         assert y.shape == (2, 1, 5, 6)  # output stride 8
+    elif model.task == "depth" and name == "guidedepth":  # clamps max_depth / output into [0.1, 10] m
+        assert y.shape == (2, 1, 40, 48) and (y >= 0.1).all() and (y <= 10).all()
     elif model.task == "depth":
         assert y.shape == (2, 1, 40, 48) and (y > 0).all() and (y < 10).all()
     else:
@@ -78,13 +81,13 @@ def _torchvision_resnet18_file(tmp_path):
     return path, state
 
 
-def test_resnet18_backbone_loads_into_rescsrnet_guidedepth_and_resnet18(tmp_path):
+def test_resnet18_backbone_loads_into_rescsrnet_guidedepth_resnet18_and_resnet18(tmp_path):
     path, state = _torchvision_resnet18_file(tmp_path)
     res = create_model("rescsrnet", pretrained=str(path))
     assert torch.equal(res.state_dict()["frontend.layer2.0.downsample.0.weight"], state["layer2.0.downsample.0.weight"])
     assert torch.equal(res.state_dict()["frontend.bn1.running_var"], state["bn1.running_var"])
     assert res.pretrained_source["file"] == "resnet18.safetensors"
-    depth = create_model("guidedepth", pretrained=str(tmp_path))  # a folder with one safetensors file
+    depth = create_model("guidedepth-resnet18", pretrained=str(tmp_path))  # a folder with one safetensors file
     assert torch.equal(depth.state_dict()["encoder.layer3.1.conv2.weight"], state["layer3.1.conv2.weight"])
     cls = create_model("resnet18", num_classes=5, pretrained=str(path), cifar_stem=True)
     assert torch.equal(cls.state_dict()["layer4.1.bn2.weight"], state["layer4.1.bn2.weight"])
@@ -135,3 +138,113 @@ def test_bad_backbones_fail_clearly(tmp_path):
         create_model("rescsrnet", width_div=4, pretrained=str(path))
     with pytest.raises(ConfigError, match="num_classes"):
         create_model("resnet18")
+
+
+def test_imagenet_classifiers_have_torchvisions_parameter_counts():
+    def params(name):
+        return model_info(name, 32, 32, num_classes=1000).params
+
+    assert params("resnet50") == 25_557_032  # torchvision resnet50
+    assert params("wide-resnet50-2") == 68_883_240  # torchvision wide_resnet50_2
+    assert params("efficientnet-b0") == 5_288_548  # torchvision efficientnet_b0 (its weights' num_params)
+    assert round(model_info("resnet50", 224, 224, num_classes=1000).gmacs, 2) == 4.09  # the usual 4.1 GMACs
+    assert round(model_info("efficientnet-b0", 224, 224, num_classes=1000).gmacs, 2) == 0.39  # 0.39 B FLOPs
+
+
+def test_guidedepth_is_the_papers_network_and_model_info_reports_it(capsys):
+    from promptmix.cli import main
+    from promptmix.models.ddrnet import DDRNet23Slim
+
+    model = create_model("guidedepth")
+    assert isinstance(model.feature_extractor, DDRNet23Slim)
+    assert [type(b).__name__ for b in (model.up_1, model.up_2, model.up_3)] == ["GuidedUpsamplingBlock"] * 3
+    info = model_info("guidedepth", 480, 640)
+    assert info.params == 5_824_513  # DDRNet-23-slim with its 64-channel head (5,698,912) + three GUBs
+    assert main(["model-info", "--model", "guidedepth", "guidedepth-resnet18", "--size", "480x640"]) == 0
+    out = capsys.readouterr().out
+    assert "guidedepth " in out and "5.82" in out and f"{info.gmacs:.2f}" in out and "guidedepth-resnet18" in out
+
+
+def _ddrnet_imagenet_checkpoint(tmp_path):
+    """A checkpoint in the key layout of the DDRNet-23-slim ImageNet classifier (the authors' DDRNet23s_imagenet):
+    the backbone's keys plus the classifier's own (down5, last_layer, linear), behind a 'module.' prefix."""
+    from promptmix.models.ddrnet import DDRNet23Slim
+
+    torch.manual_seed(3)
+    backbone = DDRNet23Slim(out_features=64)
+    state = {k: torch.randn_like(v.float()) if v.is_floating_point() else v.clone()
+             for k, v in backbone.state_dict().items() if not k.startswith(("spp.", "final_layer."))}
+    state["down5.0.weight"] = torch.randn(256, 128, 3, 3)
+    state["last_layer.0.weight"] = torch.randn(1024, 512, 1, 1)
+    state["linear.weight"], state["linear.bias"] = torch.randn(1000, 1024), torch.randn(1000)
+    path = tmp_path / "ddrnet23s_imagenet.safetensors"
+    save_file({f"module.{k}": v for k, v in state.items()}, str(path))
+    return path, state
+
+
+def test_ddrnet_imagenet_weights_load_into_guidedepth(tmp_path):
+    path, state = _ddrnet_imagenet_checkpoint(tmp_path)
+    model = create_model("guidedepth", pretrained=str(path))
+    own = model.state_dict()
+    for key in ("conv1.0.weight", "conv1.0.bias", "layer3_.1.conv2.weight", "layer5.0.downsample.0.weight",
+                "compression4.1.running_var", "down4.3.weight"):
+        assert torch.equal(own[f"feature_extractor.{key}"], state[key])
+    assert model.pretrained_source["file"] == path.name
+    del state["layer5_.0.conv3.weight"]
+    save_file(state, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(CheckpointError, match="ddrnet23_slim backbone weights are missing.*layer5_.0.conv3.weight"):
+        create_model("guidedepth", pretrained=str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ModelLoadError, match="DDRNet23s_imagenet.pth"):
+        create_model("guidedepth", pretrained="imagenet")  # no Hub copy in that layout: says how to convert one
+
+
+def test_efficientnet_and_resnet50_load_torchvision_layout_weights(tmp_path):
+    torch.manual_seed(4)
+    for name, head in (("efficientnet-b0", "classifier.1.weight"), ("resnet50", "fc.weight")):
+        reference = create_model(name, num_classes=1000)  # torchvision's key names and shapes
+        state = {k: v.clone() for k, v in reference.state_dict().items()}
+        path = tmp_path / f"{name}.safetensors"
+        save_file(state, str(path))
+        model = create_model(name, num_classes=4, pretrained=str(path))
+        own = model.state_dict()
+        key = "features.5.2.block.2.fc1.weight" if name == "efficientnet-b0" else "layer3.5.conv3.weight"
+        assert torch.equal(own[key], state[key]) and own[head].shape[0] == 4  # the head stays new
+
+
+def test_guidedepth_loss_is_the_authors_and_zero_at_the_target():
+    from promptmix.models.depth import depth_loss
+
+    model = create_model("guidedepth", width_div=16).train()
+    depth = torch.rand(2, 1, 24, 32) * 8 + 0.5
+    norm = model.depth_norm(depth)
+    assert torch.allclose(norm, 10.0 / depth) and torch.equal(model.depth_norm(torch.zeros(1, 1, 2, 2)),
+                                                              torch.zeros(1, 1, 2, 2))
+    assert model.loss_sum(norm, depth).item() == pytest.approx(0.0, abs=1e-5)  # perfect: L1, SSIM, gradient 0
+    worse = model.loss_sum(norm + 1.0, depth).item()
+    assert worse == pytest.approx(2 * 0.1 * 1.0 + float((1 - _ssim(norm + 1, norm)).clamp(0, 2).sum() / 2), rel=1e-4)
+    assert depth_loss(norm, norm, value_range=10.0).shape == (2,)
+    model.eval()
+    assert torch.allclose(model.to_depth(norm), depth.clamp(0.1, 10.0), rtol=1e-5)
+
+
+def _ssim(a, b):
+    from promptmix.models.depth import ssim
+
+    return ssim(a, b, 10.0)
+
+
+@pytest.mark.parametrize("name", ["guidedepth", "efficientnet-b0", "wide-resnet50-2", "resnet50"])
+def test_new_networks_train_one_toy_epoch(name, tmp_path):
+    from promptmix.testing.synthetic import write_real_dataset
+    from promptmix.training.train.config import TrainConfig
+    from promptmix.training.train.trainer import train
+
+    task = "depth" if name == "guidedepth" else "classification"
+    real = write_real_dataset(tmp_path / "real", task, sizes={"train": 4, "validation": 2, "test": 2},
+                              size=(32, 40) if task == "depth" else (32, 32))
+    metrics = train(TrainConfig(task=task, real=str(real), model=name, width_div=16, epochs=1, lr=1e-3,
+                                batch_size=2, report_to="none", cpu=True, output_dir=str(tmp_path / "out")))
+    (epoch,) = metrics["history"]
+    assert epoch["steps"] == 2 and torch.isfinite(torch.tensor(epoch["train_loss"]))
+    key = "test/rmse" if task == "depth" else "test/top1"
+    assert np.isfinite(metrics[key])

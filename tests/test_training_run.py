@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from promptmix.errors import InputError
-from promptmix.training.config import TrainConfig
-from promptmix.training.prompt_filter import PromptFilterConfig, filter_prompts
-from promptmix.training.synthetic import write_fake_dataset, write_real_dataset
-from promptmix.training.trainer import train
+from promptmix.testing.synthetic import write_fake_dataset, write_real_dataset
+from promptmix.training.prompt_filter.config import PromptFilterConfig
+from promptmix.training.prompt_filter.filtering import filter_prompts
+from promptmix.training.train.config import TrainConfig
+from promptmix.training.train.trainer import train
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,7 @@ def test_lr_grid_metrics_json_and_report(counting, tmp_path, capsys):
         assert (out / f"lr-{lr}" / "best" / "model.safetensors").exists()
         assert (out / f"lr-{lr}" / "checkpoints" / "epoch-0002" / "trainer_state.json").exists()
     assert TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text())).lr_grid == (1e-2, 1e-5)
-    assert "training" in json.loads((out / "manifest.json").read_text())["stages"]
+    assert "train" in json.loads((out / "manifest.json").read_text())["stages"]
     with pytest.raises(InputError, match="already holds a training run.*--resume"):
         train(_config(real, fake, out, lr_grid=(1e-2, 1e-5)))
 
@@ -139,8 +140,8 @@ def test_trackers_and_weight_checks(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from promptmix.errors import CheckpointError
-    from promptmix.training.models import create_model
-    from promptmix.training.trainer import _trackers, load_weights
+    from promptmix.models import create_model
+    from promptmix.training.train.trainer import _trackers, load_weights
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert _trackers("auto") is None and _trackers("none") is None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptmix.training.synthetic import write_fake_dataset, write_real_dataset
+from promptmix.testing.synthetic import write_fake_dataset, write_real_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,9 +65,9 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from promptmix.training.config import TrainConfig
-    from promptmix.training.models import create_model
-    from promptmix.training.trainer import train
+    from promptmix.models import create_model
+    from promptmix.training.train.config import TrainConfig
+    from promptmix.training.train.trainer import train
 
     # 5 images per split and 2 per batch: the last batch is uneven across the 2 processes
     real = write_real_dataset(tmp_path / "real", "depth", sizes={"train": 2, "validation": 5, "test": 5},

@@ -9,7 +9,7 @@ in `promptmix.training`; this file only hands the command line to it.
 
 import sys
 
-from promptmix.training.cli import train_main
+from promptmix.training.train.stage import main
 
 if __name__ == "__main__":
-    sys.exit(train_main("classification"))
+    sys.exit(main("classification"))

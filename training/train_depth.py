@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a monocular depth network (GuideDepth-style) on real + fake data.
+"""Train a monocular depth network (GuideDepth) on real + fake data.
 
 Run with `accelerate launch training/train_depth.py ...` (any number of processes) or plain
 `python training/train_depth.py ...`; `--help` lists every flag, `--config FILE.yaml` reads them
@@ -9,7 +9,7 @@ in `promptmix.training`; this file only hands the command line to it.
 
 import sys
 
-from promptmix.training.cli import train_main
+from promptmix.training.train.stage import main
 
 if __name__ == "__main__":
-    sys.exit(train_main("depth"))
+    sys.exit(main("depth"))

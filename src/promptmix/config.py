@@ -13,8 +13,6 @@ naming the key, the value found, and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from pathlib import Path
@@ -23,31 +21,32 @@ from typing import Any, Iterable, Mapping, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .utils.hashing import jsonable, stable_hash
 
 C = TypeVar("C", bound="StageConfig")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", runtime: bool = False,
-          default_factory: Any = dataclasses.MISSING, choices: Iterable[Any] | None = None) -> Any:
-    """A dataclass field with ``help``, ``runtime`` and optional ``choices`` metadata."""
-    meta = {"help": help, "runtime": runtime}
+          default_factory: Any = dataclasses.MISSING, choices: Iterable[Any] | None = None,
+          flags: Iterable[str] = (), metavar: str | None = None, positional: bool = False) -> Any:
+    """A dataclass field with ``help``, ``runtime`` and optional ``choices`` metadata.
+
+    ``help`` is its ``--help`` text and its documentation; ``flags`` are extra command-line spellings
+    besides ``--field-name`` (``promptmix.cli_args`` builds every flag from the fields); ``metavar`` names
+    its value in ``--help``; ``positional`` makes it a positional argument of its command.
+    """
+    meta: dict[str, Any] = {"help": help, "runtime": runtime}
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if flags:
+        meta["flags"] = tuple(flags)
+    if metavar is not None:
+        meta["metavar"] = metavar
+    if positional:
+        meta["positional"] = True
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 @dataclasses.dataclass
@@ -76,7 +75,7 @@ class StageConfig:
 
     # -- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        return jsonable(self)
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, section: str = "") -> C:
@@ -85,7 +84,10 @@ class StageConfig:
         unknown = sorted(set(data) - set(names))
         prefix = f"{section}." if section else ""
         if unknown:
-            raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(names))}")
+            from .utils.suggest import did_you_mean
+
+            raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(names))}"
+                              f"{did_you_mean(unknown[0], names)}")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, value in data.items():
@@ -118,15 +120,11 @@ class StageConfig:
 
     def hashed_dict(self) -> dict[str, Any]:
         """The settings that change results: every field not marked ``runtime``."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
                 if not f.metadata.get("runtime", False)}
 
     def config_hash(self) -> str:
         return stable_hash(self.hashed_dict())
-
-    @classmethod
-    def help_lines(cls) -> list[str]:
-        return [f"{f.name}: {f.metadata.get('help', '')}" for f in dataclasses.fields(cls)]
 
 
 def read_yaml_mapping(path: str | Path, section: str | None = None) -> dict[str, Any]:
@@ -149,12 +147,6 @@ def read_yaml_mapping(path: str | Path, section: str | None = None) -> dict[str,
     if section is not None and isinstance(data.get(section), dict):
         return dict(data[section])
     return data
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """A short, stable hex digest of a JSON-able object (key order does not matter)."""
-    payload = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -186,6 +178,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         except ValueError:
             pass
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # YAML reads `size: 512` or `revision: 1234` as a number: the setting checks the text
     _check_scalar(hint, value, key)
     if origin in (list, tuple) and typing.get_args(hint):
         inner = typing.get_args(hint)[0]

@@ -26,11 +26,29 @@ matrix product ``G_y^T @ G_x`` of two sparse (heads x H) and (heads x W) matrice
 tile by tile over the frame with BLAS, each tile using only the heads whose kernel reaches it.
 ``scripts/bench_density.py`` compares it with :func:`reference_density_map_slow`.
 
-:func:`resize_density` changes a map's resolution keeping its sum (training targets at an
-output stride, annotators' maps at other resolutions).
+:func:`box_density_map` is the same for people annotated with boxes (PANDA-Crowd; PromptMix
+IV-A: "we match the Gaussian kernel size with the bounding box"): each person's Gaussian is centred
+on the pixel of its box centre, its window is the box (``2 * int(w / 2) + 1`` by ``2 * int(h / 2) + 1``
+pixels) and its sigmas are ``w * 4 / 15`` and ``h * 4 / 15``, the ratio of the paper's fixed kernel
+(15 px, sigma 4): a 15 x 15 box gets exactly that kernel. Each Gaussian is renormalised inside the
+frame, so the map sums to the number of boxes whose centre lies in the frame.
+:func:`reference_box_density_map_slow` builds the same map box by box with a dense 2-D Gaussian.
+
+
+:func:`resize_density` changes a map's resolution keeping its sum, spreading cells evenly over the
+new grid. :func:`align_density` does the same for maps whose cells are a network's output grid: cell
+``i`` of a network with output stride ``s`` sits on pixels ``[i s, (i + 1) s)`` of the image, whatever
+the image's size, so when the size is not a multiple of ``s`` the grid does not span the image evenly.
+A VGG network's max-pools floor (``H // s`` cells: the last cell also takes the ``H mod s`` pixels left
+over), ResNet's padded stride-2 convolutions ceil (``ceil(H / s)`` cells: the last one is partial);
+:func:`grid_size` gives both. ``align_density`` moves mass between two such grids over the same image
+(pixels are the grid of stride 1) exactly by the overlap of their cells, so the sum is kept and every
+interior cell lands on the pixels it came from.
 """
 
 from __future__ import annotations
+
+import functools
 
 from typing import Any, Literal
 
@@ -234,6 +252,96 @@ def reference_density_map_slow(points: Any, height: int, width: int,
     return density
 
 
+# -- box-matched kernels (PANDA-Crowd) -------------------------------------------------------------------
+SIGMA_PER_SIZE = 4.0 / 15.0  # the paper's fixed kernel: 15 px with sigma 4
+
+
+def _as_boxes(boxes: Any) -> np.ndarray:
+    b = np.asarray(boxes if boxes is not None else [], dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise InputError(f"boxes: expected an (N, 4) array of (x0, y0, x1, y1) boxes; got shape {b.shape}")
+    if not np.isfinite(b).all():
+        raise InputError("boxes: expected finite (x0, y0, x1, y1) values; got NaN or infinity")
+    if ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
+        raise InputError("boxes: expected x1 >= x0 and y1 >= y0 in every (x0, y0, x1, y1) box")
+    return b
+
+
+def box_kernels(boxes: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per in-frame box: its (row, col) centre pixel, its (ry, rx) window radii and (sy, sx) sigmas."""
+    b = _as_boxes(boxes)
+    h, w = _check_shape(height, width)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0
+    inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    b, cx, cy = b[inside], cx[inside], cy[inside]
+    centres = np.stack([np.floor(cy), np.floor(cx)], axis=1).astype(np.int64)
+    sizes = np.stack([b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]], axis=1)
+    radii = (sizes / 2.0).astype(np.int64)
+    sigmas = sizes * SIGMA_PER_SIZE
+    return centres, radii, sigmas
+
+
+def _axis_kernels(centres: np.ndarray, radii: np.ndarray, sigmas: np.ndarray, size: int, dtype: Any) -> np.ndarray:
+    """(N, size): row i is head i's 1-D Gaussian over its window, renormalised inside ``[0, size)``.
+
+    A zero radius is a delta (one pixel)."""
+    n = len(centres)
+    k = np.zeros((n, size), dtype=dtype)
+    if n == 0:
+        return k
+    lengths = 2 * radii + 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    head = np.repeat(np.arange(n), lengths)
+    offset = np.arange(int(lengths.sum())) - np.repeat(starts + radii, lengths)
+    safe = np.where(radii == 0, 1.0, np.maximum(sigmas, 1e-12))
+    phi = np.exp(-0.5 * (offset / safe[head]) ** 2)
+    pos = centres[head] + offset
+    keep = (pos >= 0) & (pos < size)
+    h_in, p_in, phi_in = head[keep], pos[keep], phi[keep]
+    norm = np.bincount(h_in, weights=phi_in, minlength=n)
+    k[h_in, p_in] = phi_in / norm[h_in]
+    return k
+
+
+def box_density_map(boxes: Any, height: int, width: int, *, dtype: Any = np.float32) -> np.ndarray:
+    """An (H, W) density map with one box-matched Gaussian per (x0, y0, x1, y1) box (see the module docstring).
+
+    The map sums to the number of boxes whose centre lies inside the frame.
+    """
+    h, w = _check_shape(height, width)
+    centres, radii, sigmas = box_kernels(boxes, h, w)
+    work = np.float32 if np.dtype(dtype).itemsize <= 4 else np.float64
+    out = np.zeros((h, w), dtype=work)
+    for start in range(0, len(centres), _HEADS_PER_CHUNK):
+        c = centres[start:start + _HEADS_PER_CHUNK]
+        r = radii[start:start + _HEADS_PER_CHUNK]
+        sg = sigmas[start:start + _HEADS_PER_CHUNK]
+        ky = _axis_kernels(c[:, 0], r[:, 0], sg[:, 0], h, work)
+        kx = _axis_kernels(c[:, 1], r[:, 1], sg[:, 1], w, work)
+        rows = np.stack([np.clip(c[:, 0] - r[:, 0], 0, h - 1), np.clip(c[:, 0] + r[:, 0], 0, h - 1)], axis=1)
+        cols = np.stack([np.clip(c[:, 1] - r[:, 1], 0, w - 1), np.clip(c[:, 1] + r[:, 1], 0, w - 1)], axis=1)
+        _accumulate(out, ky, kx, rows, cols)
+    return out.astype(dtype, copy=False)
+
+
+def reference_box_density_map_slow(boxes: Any, height: int, width: int) -> np.ndarray:
+    """:func:`box_density_map` written out box by box: a dense 2-D Gaussian over the box window clipped by the
+    frame, divided by its sum and added (slow; the baseline of the tests)."""
+    h, w = _check_shape(height, width)
+    centres, radii, sigmas = box_kernels(boxes, h, w)
+    out = np.zeros((h, w), dtype=np.float64)
+    for (r, c), (ry, rx), (sy, sx) in zip(centres, radii, sigmas):
+        ys = np.arange(max(0, r - ry), min(h, r + ry + 1))
+        xs = np.arange(max(0, c - rx), min(w, c + rx + 1))
+        dy = (ys - r)[:, None] / (sy if ry else 1.0)
+        dx = (xs - c)[None, :] / (sx if rx else 1.0)
+        g = np.exp(-0.5 * dy ** 2) * np.exp(-0.5 * dx ** 2)
+        out[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1] += g / g.sum()
+    return out.astype(np.float32)
+
+
 # -- resizing ------------------------------------------------------------------------------------------
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) matrix: entry (i, j) = share of input cell j that falls in output cell i.
@@ -288,3 +396,111 @@ def resize_density(density: Any, out_h: int, out_w: int) -> Any:
     ry = _area_matrix(h, out_h)
     rx = _area_matrix(w, out_w)
     return (ry @ arr.astype(np.float64) @ rx.T).astype(dt)
+
+
+# -- output grids ----------------------------------------------------------------------------------------
+ROUNDINGS = ("floor", "ceil")
+
+
+def grid_size(size: int, stride: int, rounding: str = "floor") -> int:
+    """Cells along an image axis of ``size`` pixels for a network of output ``stride``.
+
+    ``floor``: ``size // stride`` (unpadded 2x2 max-pools, VGG); ``ceil``: ``ceil(size / stride)`` (padded
+    stride-2 convolutions and pools, ResNet: ``floor((n + 2p - k) / 2) + 1`` is ``ceil(n / 2)`` at each halving).
+    """
+    size, stride = int(size), int(stride)
+    if rounding == "floor":
+        return size // stride
+    if rounding == "ceil":
+        return -(-size // stride)
+    raise InputError(f"rounding: expected one of {ROUNDINGS}; got {rounding!r}")
+
+
+def cell_edges(cells: int, size: int, stride: int | None = None) -> np.ndarray:
+    """The ``cells + 1`` pixel edges of a map's cells along an image axis of ``size`` pixels.
+
+    With ``stride``: cell ``i`` covers ``[i * stride, (i + 1) * stride)`` and the last cell ends at ``size``
+    (taking the pixels a flooring grid leaves over, or only the in-image part of a ceiling grid's last
+    block). Without: ``cells`` equal parts of the axis (a map not on a network's grid).
+    """
+    cells, size = int(cells), int(size)
+    if cells < 1 or size < 1:
+        raise InputError(f"cell_edges: expected at least one cell and one pixel; got {cells} cells over {size} px")
+    if stride is None:
+        return np.arange(cells + 1, dtype=np.float64) * (size / cells)
+    if (cells - 1) * int(stride) >= size:
+        raise InputError(f"cell_edges: {cells} cells of stride {stride} do not fit an axis of {size} pixels "
+                         f"(at most {grid_size(size, stride, 'ceil')})")
+    edges = np.arange(cells + 1, dtype=np.float64) * int(stride)
+    edges[-1] = size
+    return edges
+
+
+def _overlap_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> np.ndarray:
+    """(n_out, n_in): the share of input cell j that lies in output cell i (columns sum to 1)."""
+    lo = np.maximum(edges_in[None, :-1], edges_out[:-1, None])
+    hi = np.minimum(edges_in[None, 1:], edges_out[1:, None])
+    return np.clip(hi - lo, 0.0, None) / np.diff(edges_in)[None, :]
+
+
+def _axis_fits(cells: int, size: int, stride: int) -> bool:
+    """``cells`` cells of ``stride`` fit an axis of ``size`` px as some network's grid: the last cell is not
+    empty and less than two strides are left over (floor, ceil and DM-Count's ``2 * (size // 2s)``)."""
+    return (cells - 1) * stride < size < (cells + 2) * stride
+
+
+@functools.lru_cache(maxsize=4096)
+def infer_stride(shape: tuple[int, int], image_size: tuple[int, int]) -> int | None:
+    """The output stride of a ``shape`` map made from an image of ``image_size`` (H, W); None if no integer fits.
+
+    Candidates fit both axes (:func:`_axis_fits`); preferred in order: both axes exactly ``size // s``, both
+    exactly ``ceil(size / s)``, a power of two, the stride closest to ``size / cells``.
+    """
+    (nh, nw), (h, w) = (int(shape[0]), int(shape[1])), (int(image_size[0]), int(image_size[1]))
+    if min(nh, nw, h, w) < 1:
+        return None
+    lo = max(h // (nh + 2), w // (nw + 2), 1)
+    hi = min(h // max(nh - 1, 1), w // max(nw - 1, 1)) + 1
+    cands = [s for s in range(lo, hi + 1) if _axis_fits(nh, h, s) and _axis_fits(nw, w, s)]
+    if not cands:
+        return None
+
+    def rank(s: int) -> tuple:
+        floor = h // s == nh and w // s == nw
+        ceil = -(-h // s) == nh and -(-w // s) == nw
+        return (not floor, not ceil, s & (s - 1) != 0, abs(s - h / nh) + abs(s - w / nw))
+    return min(cands, key=rank)
+
+
+def align_density(density: Any, image_size: tuple[int, int], out_shape: tuple[int, int], *,
+                  stride: int | None = None, out_stride: int | None = None) -> np.ndarray:
+    """Move a density map made over an image of ``image_size`` (H, W) to another grid over the same image.
+
+    ``stride`` / ``out_stride`` are the output strides of the two grids (1: pixels); when not given they are
+    inferred from the shapes (:func:`infer_stride`), and a map that fits no integer stride is taken to span
+    the image evenly (:func:`resize_density`'s rule). Mass moves by the overlap of the cells
+    (:func:`cell_edges`), so the sum is kept exactly and every cell's mass stays on its pixels. Accepts
+    ``(..., n_h, n_w)`` arrays; returns float32 (or the input's float dtype).
+    """
+    arr = np.asarray(density)
+    if arr.ndim < 2:
+        raise InputError(f"align_density: expected an (H, W) or (..., H, W) map; got shape {arr.shape}")
+    h, w = int(image_size[0]), int(image_size[1])
+    (nh, nw), (oh, ow) = arr.shape[-2:], (int(out_shape[0]), int(out_shape[1]))
+    dt = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
+    if stride is None:
+        stride = 1 if (nh, nw) == (h, w) else infer_stride((nh, nw), (h, w))
+    if out_stride is None:
+        out_stride = 1 if (oh, ow) == (h, w) else infer_stride((oh, ow), (h, w))
+    if (nh, nw, stride) == (oh, ow, out_stride):
+        return arr.astype(dt, copy=True)
+    # the usual cases, exactly and fast: pixels of an image whose size the stride divides
+    if stride is not None and out_stride == 1 and (oh, ow) == (h, w) == (nh * stride, nw * stride):
+        return np.repeat(np.repeat(arr.astype(dt) / np.asarray(stride * stride, dtype=dt), stride, axis=-2), stride,
+                         axis=-1)
+    if stride == 1 and out_stride is not None and (nh, nw) == (h, w) == (oh * out_stride, ow * out_stride):
+        f = out_stride
+        return arr.reshape(*arr.shape[:-2], oh, f, ow, f).sum(axis=(-3, -1), dtype=np.float64).astype(dt)
+    my = _overlap_matrix(cell_edges(nh, h, stride), cell_edges(oh, h, out_stride))
+    mx = _overlap_matrix(cell_edges(nw, w, stride), cell_edges(ow, w, out_stride))
+    return (my @ arr.astype(np.float64) @ mx.T).astype(dt)

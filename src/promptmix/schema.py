@@ -3,7 +3,7 @@
 Column names live here and nowhere else: stages import the constants below.
 
 Real datasets (``promptmix real ...``, Hub layout, splits train/validation/test)
-    COUNTING_REAL, DEPTH_REAL, classification_real(names)
+    COUNTING_REAL, COUNTING_REAL_BOXES (PANDA-Crowd: a box per person), DEPTH_REAL, classification_real(names)
 Run folder (``RUN/``)
     CAPTIONS        RUN/captions/captions.parquet
     PROMPTS         RUN/prompts/prompts.parquet      (a "prompt bag")
@@ -22,9 +22,8 @@ with ``dataset.with_format("numpy")`` to get 2-D arrays quickly.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from datasets import ClassLabel, Features, Image, List, Value
+import functools
+from typing import Any, Sequence
 
 TASKS = ("counting", "depth", "classification")
 
@@ -32,6 +31,7 @@ TASKS = ("counting", "depth", "classification")
 IMAGE = "image"
 IMAGE_ID = "image_id"
 POINTS = "points"
+BOXES = "boxes"
 COUNT = "count"
 WIDTH = "width"
 HEIGHT = "height"
@@ -73,35 +73,121 @@ TARGET_INDEX = "target_index"
 
 PROMPT_ORIGINS = ("caption", "manual", "template", "class")
 
-_IMAGE_META = {
-    WIDTH: Value("int32"),
-    HEIGHT: Value("int32"),
-    JPEG_QUALITY: Value("int32"),  # null when the source is not a JPEG
-    IS_GRAYSCALE: Value("bool"),
-}
+@functools.lru_cache(maxsize=None)
+def _features() -> dict[str, Any]:
+    """The ``datasets.Features`` of every fixed-schema dataset, built on first use (importing ``datasets``
+    only then keeps ``import promptmix.schema`` light)."""
+    from datasets import Features, Image, List, Value
 
-MAP16 = List(List(Value("float16")))
-MAP32 = List(List(Value("float32")))
+    _IMAGE_META = {
+        WIDTH: Value("int32"),
+        HEIGHT: Value("int32"),
+        JPEG_QUALITY: Value("int32"),  # null when the source is not a JPEG
+        IS_GRAYSCALE: Value("bool"),
+    }
 
-# -- real datasets -----------------------------------------------------------------------------------
-COUNTING_REAL = Features({
-    IMAGE: Image(),
-    IMAGE_ID: Value("string"),
-    POINTS: List(List(Value("float32"), length=2)),  # (x, y) head points, as annotated (some just off-frame)
-    COUNT: Value("int32"),  # number of annotated points, all of them
-    **_IMAGE_META,
-})
+    MAP16 = List(List(Value("float16")))
 
-DEPTH_REAL = Features({
-    IMAGE: Image(),
-    IMAGE_ID: Value("string"),
-    DEPTH: MAP32,  # metres, H x W
-    SCENE: Value("string"),
-    **_IMAGE_META,
-})
+    MAP32 = List(List(Value("float32")))
+
+    # -- real datasets -----------------------------------------------------------------------------------
+    COUNTING_REAL = Features({
+        IMAGE: Image(),
+        IMAGE_ID: Value("string"),
+        POINTS: List(List(Value("float32"), length=2)),  # (x, y) head points, as annotated (some just off-frame)
+        COUNT: Value("int32"),  # number of annotated points, all of them
+        **_IMAGE_META,
+    })
+
+    # crowd counting with a box per person (PANDA-Crowd): points are the box centres, boxes are (x0, y0, x1, y1)
+    # in pixels of the stored image, in the same order; the training target puts a Gaussian matched to each box
+    COUNTING_REAL_BOXES = Features({**COUNTING_REAL, BOXES: List(List(Value("float32"), length=4))})
+
+    DEPTH_REAL = Features({
+        IMAGE: Image(),
+        IMAGE_ID: Value("string"),
+        DEPTH: MAP32,  # metres, H x W
+        SCENE: Value("string"),
+        **_IMAGE_META,
+    })
+
+    # -- run folder ----------------------------------------------------------------------------------------
+    CAPTIONS = Features({
+        IMAGE_ID: Value("string"),
+        CAPTION: Value("string"),
+        LABEL: Value("int32"),  # null when the real set has no labels
+        CAPTIONER: Value("string"),
+    })
+
+    PROMPTS = Features({
+        PROMPT_ID: Value("string"),  # stable hash of PROMPT
+        PROMPT: Value("string"),  # final text after modifiers
+        BASE_TEXT: Value("string"),  # caption / manual text before modifiers
+        ORIGIN: Value("string"),  # one of PROMPT_ORIGINS
+        SOURCE_IMAGE_IDS: List(Value("string")),  # source images (size, JPEG quality); empty for manual prompts
+        LABEL: Value("int32"),  # class index, null when not classification
+    })
+
+    SOURCES = Features({
+        IMAGE_ID: Value("string"),
+        LABEL: Value("int32"),
+        **_IMAGE_META,
+    })
+
+    GENERATED = Features({
+        ROW_ID: Value("string"),  # f"{prompt_id}-{image_index:05d}", unique in a run
+        IMAGE: Image(),  # JPEG bytes at the source's quality
+        PROMPT: Value("string"),
+        PROMPT_ID: Value("string"),
+        IMAGE_INDEX: Value("int32"),  # 0..k-1 within the prompt
+        SOURCE_IMAGE_ID: Value("string"),  # null for prompts without a source
+        LABEL: Value("int32"),
+        SEED: Value("int64"),  # derived from (run seed, prompt_id, image_index)
+        WIDTH: Value("int32"),
+        HEIGHT: Value("int32"),
+        JPEG_QUALITY: Value("int32"),
+        MIXING: Value("string"),  # JSON mixing record (MVC), null otherwise
+        CONDITIONING_IMAGE_ID: Value("string"),  # image-conditioned (MVC fine-tuned) generation, else null
+    })
+
+    # Same-class (conditioning, target) index pairs for MVC fine-tuning, OUTPUT/pairs.parquet: indices into
+    # the real train split, not copies of the images (MVC supplement, "Dataset Preparation").
+    MVC_PAIRS = Features({
+        CONDITIONING_INDEX: Value("int64"),
+        TARGET_INDEX: Value("int64"),
+        LABEL: Value("int32"),
+    })
+
+    COUNTING_ANNOTATION = Features({
+        ROW_ID: Value("string"),
+        COUNT: Value("float32"),
+        DENSITY: MAP16,  # at the annotator's output resolution
+        OK: Value("bool"),  # False when the output had NaN/inf
+    })
+
+    DEPTH_ANNOTATION = Features({
+        ROW_ID: Value("string"),
+        DEPTH: MAP16,
+        OK: Value("bool"),
+    })
+
+    CLASSIFICATION_ANNOTATION = Features({
+        ROW_ID: Value("string"),
+        LABEL: Value("int32"),  # predicted class index in the real set's label space
+        PROBABILITY: Value("float32"),  # probability of the predicted class
+        OK: Value("bool"),
+    })
+
+    return {"_IMAGE_META": _IMAGE_META, "MAP16": MAP16, "MAP32": MAP32, "COUNTING_REAL": COUNTING_REAL, "COUNTING_REAL_BOXES": COUNTING_REAL_BOXES,
+            "DEPTH_REAL": DEPTH_REAL, "CAPTIONS": CAPTIONS, "PROMPTS": PROMPTS, "SOURCES": SOURCES,
+            "GENERATED": GENERATED, "MVC_PAIRS": MVC_PAIRS, "COUNTING_ANNOTATION": COUNTING_ANNOTATION,
+            "DEPTH_ANNOTATION": DEPTH_ANNOTATION, "CLASSIFICATION_ANNOTATION": CLASSIFICATION_ANNOTATION}
 
 
-def classification_real(class_names: Sequence[str]) -> Features:
+def classification_real(class_names: Sequence[str]):
+    from datasets import ClassLabel, Features, Image, Value
+
+    _IMAGE_META = _features()["_IMAGE_META"]
     return Features({
         IMAGE: Image(),
         IMAGE_ID: Value("string"),
@@ -110,104 +196,42 @@ def classification_real(class_names: Sequence[str]) -> Features:
     })
 
 
-def real_features(task: str, class_names: Sequence[str] | None = None) -> Features:
+def real_features(task: str, class_names: Sequence[str] | None = None):
     if task == "counting":
-        return COUNTING_REAL
+        return _features()["COUNTING_REAL"]
     if task == "depth":
-        return DEPTH_REAL
+        return _features()["DEPTH_REAL"]
     if task == "classification":
         return classification_real(class_names or [])
     raise ValueError(f"task: expected one of {TASKS}; got {task!r}")
 
 
-# -- run folder ----------------------------------------------------------------------------------------
-CAPTIONS = Features({
-    IMAGE_ID: Value("string"),
-    CAPTION: Value("string"),
-    LABEL: Value("int32"),  # null when the real set has no labels
-    CAPTIONER: Value("string"),
-})
-
-PROMPTS = Features({
-    PROMPT_ID: Value("string"),  # stable hash of PROMPT
-    PROMPT: Value("string"),  # final text after modifiers
-    BASE_TEXT: Value("string"),  # caption / manual text before modifiers
-    ORIGIN: Value("string"),  # one of PROMPT_ORIGINS
-    SOURCE_IMAGE_IDS: List(Value("string")),  # source images (size, JPEG quality); empty for manual prompts
-    LABEL: Value("int32"),  # class index, null when not classification
-})
-
-SOURCES = Features({
-    IMAGE_ID: Value("string"),
-    LABEL: Value("int32"),
-    **_IMAGE_META,
-})
-
-GENERATED = Features({
-    ROW_ID: Value("string"),  # f"{prompt_id}-{image_index:05d}", unique in a run
-    IMAGE: Image(),  # JPEG bytes at the source's quality
-    PROMPT: Value("string"),
-    PROMPT_ID: Value("string"),
-    IMAGE_INDEX: Value("int32"),  # 0..k-1 within the prompt
-    SOURCE_IMAGE_ID: Value("string"),  # null for prompts without a source
-    LABEL: Value("int32"),
-    SEED: Value("int64"),  # derived from (run seed, prompt_id, image_index)
-    WIDTH: Value("int32"),
-    HEIGHT: Value("int32"),
-    JPEG_QUALITY: Value("int32"),
-    MIXING: Value("string"),  # JSON mixing record (MVC), null otherwise
-    CONDITIONING_IMAGE_ID: Value("string"),  # image-conditioned (MVC fine-tuned) generation, else null
-})
-
-# Same-class (conditioning, target) index pairs for MVC fine-tuning, OUTPUT/pairs.parquet: indices into
-# the real train split, not copies of the images (MVC supplement, "Dataset Preparation").
-MVC_PAIRS = Features({
-    CONDITIONING_INDEX: Value("int64"),
-    TARGET_INDEX: Value("int64"),
-    LABEL: Value("int32"),
-})
-
-COUNTING_ANNOTATION = Features({
-    ROW_ID: Value("string"),
-    COUNT: Value("float32"),
-    DENSITY: MAP16,  # at the annotator's output resolution
-    OK: Value("bool"),  # False when the output had NaN/inf
-})
-
-DEPTH_ANNOTATION = Features({
-    ROW_ID: Value("string"),
-    DEPTH: MAP16,
-    OK: Value("bool"),
-})
-
-CLASSIFICATION_ANNOTATION = Features({
-    ROW_ID: Value("string"),
-    LABEL: Value("int32"),  # predicted class index in the real set's label space
-    PROBABILITY: Value("float32"),  # probability of the predicted class
-    OK: Value("bool"),
-})
-
-
-def annotation_features(task: str) -> Features:
-    return {"counting": COUNTING_ANNOTATION, "depth": DEPTH_ANNOTATION,
-            "classification": CLASSIFICATION_ANNOTATION}[task]
+def annotation_features(task: str):
+    f = _features()
+    return {"counting": f["COUNTING_ANNOTATION"], "depth": f["DEPTH_ANNOTATION"],
+            "classification": f["CLASSIFICATION_ANNOTATION"]}[task]
 
 
 def _annotation_struct(task: str) -> dict:
+    from datasets import Value
+
     feats = dict(annotation_features(task))
     feats.pop(ROW_ID)
     return {ANNOTATOR: Value("string"), **feats}
 
 
 # -- fake dataset -------------------------------------------------------------------------------------
-def fake_features(task: str, class_names: Sequence[str] | None = None) -> Features:
+def fake_features(task: str, class_names: Sequence[str] | None = None):
     """The fake dataset ``promptmix filter`` writes and ``promptmix publish`` publishes.
 
     Generation columns, every annotator's output in ``annotations`` (one struct per annotator, in
     annotator order), the quality score, the ``kept`` flag and the training target:
     counting ``density`` + ``count``, depth ``depth``, classification ``label`` (the prompt's class).
     """
-    feats = dict(GENERATED)
+    from datasets import ClassLabel, Features, List, Value
+
+    MAP16 = _features()["MAP16"]
+    feats = dict(_features()["GENERATED"])
     if task == "classification":
         feats[LABEL] = ClassLabel(names=list(class_names or []))
     feats[ANNOTATIONS] = List(_annotation_struct(task))
@@ -223,3 +247,14 @@ def fake_features(task: str, class_names: Sequence[str] | None = None) -> Featur
     elif task != "classification":
         raise ValueError(f"task: expected one of {TASKS}; got {task!r}")
     return Features(feats)
+
+
+_LAZY = ("MAP16", "MAP32", "COUNTING_REAL", "COUNTING_REAL_BOXES", "DEPTH_REAL", "CAPTIONS", "PROMPTS", "SOURCES",
+         "GENERATED", "MVC_PAIRS", "COUNTING_ANNOTATION", "DEPTH_ANNOTATION", "CLASSIFICATION_ANNOTATION")
+
+
+def __getattr__(name: str) -> Any:
+    """``schema.COUNTING_REAL``, ``schema.GENERATED``... (module attributes built lazily)."""
+    if name in _LAZY:
+        return _features()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

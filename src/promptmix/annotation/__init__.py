@@ -1,35 +1,30 @@
 """Annotation and filtering: annotator networks label generated images; their agreement filters them.
 
-- :mod:`.base` the ``Annotator`` interface; :mod:`.registry` kinds and the ``--annotator SPEC`` grammar
-- :mod:`.counting` CSRNet / DM-Count / SASNet (authors' key layouts), :mod:`.checkpoints` safe loading
-- :mod:`.depth` transformers depth models; :mod:`.classification` image classifiers and CLIP zero-shot
-- :mod:`.runner` ``promptmix annotate``; :mod:`.quality` the paper's quality score;
-  :mod:`.filter` ``promptmix filter`` and the fake dataset
+- :mod:`.annotators`: the ``Annotator`` interface, the kinds (counting, depth, classification, CLIP zero-shot)
+  and the ``--annotator SPEC`` grammar (``registry``)
+- :mod:`.annotate`: stage ``annotate`` (config, stage, runner)
+- :mod:`.filter`: stage ``filter`` (config, stage, filtering, the paper's quality score)
 
 Names below are imported lazily (``import promptmix.annotation`` stays light).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
+
 
 _EXPORTS = {
-    "Annotator": ".base",
-    "register_annotator": ".registry", "load_annotator": ".registry", "parse_spec": ".registry",
-    "registered_annotators": ".registry",
-    "annotate_run": ".runner", "AnnotateReport": ".runner",
-    "pairwise_quality": ".quality",
-    "FilterConfig": ".filter", "FilterReport": ".filter", "filter_run": ".filter",
-    "CounterConfig": ".counting", "build_counter": ".counting", "save_counter": ".counting",
-    "load_counter_folder": ".counting", "load_counter_checkpoint": ".counting",
-    "read_state_dict": ".checkpoints",
+    "Annotator": ".annotators.base",
+    "register_annotator": ".annotators.registry", "build_annotator": ".annotators.registry", "parse_spec": ".annotators.registry",
+    "registered_annotators": ".annotators.registry",
+    "annotate_run": ".annotate.runner", "AnnotateReport": ".annotate.runner",
+    "pairwise_quality": "..tasks",
+    "FilterConfig": ".filter.filtering", "FilterReport": ".filter.filtering", "filter_run": ".filter.filtering",
+    "CounterConfig": "..models.counting", "build_counter": "..models.counting", "save_counter": "..models.counting",
+    "load_counter_folder": "..models.counting", "load_counter_checkpoint": "..models.counting",
+    "read_state_dict": "..models.checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,6 +1,7 @@
 """Real datasets: builders from the raw downloads (``promptmix real ...``) and the one loader of built ones.
 
-- :mod:`.counting` ShanghaiTech Part A/B, UCF-QNRF; :mod:`.depth` NYU Depth V2 (labeled);
+- :mod:`.counting` ShanghaiTech Part A/B, UCF-QNRF; :mod:`.panda` PANDA-Crowd (a box per person);
+  :mod:`.depth` NYU Depth V2 (labeled);
   :mod:`.classification` image folders and any ``datasets`` source (CIFAR, Caltech101, ...)
 - :mod:`.common` image checks, seeded splits, the report, writing the Hub-layout folder
 - :mod:`.loading` :func:`load_real` (folder or Hub id -> DatasetDict) and :func:`task_of`
@@ -14,13 +15,13 @@ Names below are imported lazily (``import promptmix.builders`` stays light).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
+
 
 _EXPORTS = {
     "build_shanghaitech": ".counting", "build_ucf_qnrf": ".counting",
     "read_shanghaitech_points": ".counting", "read_ucf_qnrf_points": ".counting",
-    "build_nyu_depth_v2": ".depth",
+    "build_nyu_depth_v2": ".depth", "build_panda_crowd": ".panda",
     "build_imagefolder": ".classification", "build_from_hub": ".classification",
     "BuildReport": ".common", "Skipped": ".common", "image_meta": ".common", "is_grayscale": ".common",
     "load_real": ".loading", "load_source": ".loading", "local_cache_dir": ".loading", "task_of": ".loading",
@@ -28,8 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,9 @@ column and a label column (ClassLabel, integers or strings). Splits ``train``, `
 Splits, when the source lacks them (numpy seed 42, stratified by class, decided before any image
 is read): without a test level/split, ``test`` = 20 % of the train images (of all images for a folder
 without split level); without a validation level/split, ``validation`` = 10 % of the train images left. ``reduced=N`` then keeps N training images,
-stratified by class (the papers' "reduced" sets; all of them, with a note, when fewer are left).
+stratified by class (the papers' "reduced" sets; all of them, with a note, when fewer are left);
+with ``reduced_counts="labelled"`` the N images are drawn first and the validation split comes out
+of them (:func:`plan_splits`).
 
 EXIF orientation: classification labels do not depend on it, so a rotated image is stored upright
 (``ImageOps.exif_transpose``; a JPEG keeps its quantization tables).
@@ -32,30 +34,52 @@ import numpy as np
 from .. import schema
 from ..errors import InputError
 from ..utils.progress import progress
-from .common import SEED, BadItem, Build, BuildReport, dataset_body, list_images, read_image, stratified_split, \
-    stratified_take
+from .common import (SEED, BadItem, Build, BuildReport, dataset_body, list_images, read_image, stratified_split,
+                     stratified_take)
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.2
-_SPLIT_DIRS = {"train": ("train",), "validation": ("validation", "val", "valid"), "test": ("test",)}
+_SPLIT_DIRS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
+               "test": ("test", "testing")}  # Training/ and Testing/: the brain-tumour MRI download's names
+
+
+REDUCED_COUNTS = ("train", "labelled")
 
 
 def plan_splits(labels: Sequence[int], given: Sequence[str | None], *, reduced: int | None,
-                seed: int = SEED, notes: list[str] | None = None) -> list[str | None]:
+                seed: int = SEED, notes: list[str] | None = None, reduced_counts: str = "train") -> list[str | None]:
     """The final split of every item: ``given`` holds each item's source split (train/validation/test).
 
     With no test items at all, 20 % of the train items go to ``test``; with no validation items,
     10 % of the train items left go to ``validation``; ``reduced`` then keeps that many train
     items (the others get ``None``: left out). All draws are stratified by label, numpy ``seed``.
+
+    ``reduced_counts`` says what ``reduced`` counts: ``"train"`` (default) the training images, the
+    validation images being drawn from the rest of the source's train split first (the model trains
+    on exactly ``reduced`` images, and the validation split is extra labelled data); ``"labelled"`` every
+    labelled image used, as the MVC and AutoAugment papers state their reduced sets ("4,000 labeled
+    examples randomly sampled"): ``reduced`` images are drawn first and the validation split is taken
+    out of them (train + validation = ``reduced``; with a source validation split, it is kept and
+    ``reduced`` counts the training images).
     """
+    if reduced_counts not in REDUCED_COUNTS:
+        raise InputError(f"reduced_counts: expected one of {', '.join(REDUCED_COUNTS)}; got {reduced_counts!r}")
     labels = np.asarray(labels, dtype=np.int64)
     split = np.array(list(given), dtype=object)
     if not (split == "test").any():
         pool = np.flatnonzero(split == "train")
         _, taken = stratified_split(labels[pool], TEST_FRACTION, seed)
         split[pool[taken]] = "test"
+    if reduced is not None and reduced_counts == "labelled" and not (split == "validation").any():
+        pool = np.flatnonzero(split == "train")
+        if reduced < len(pool):
+            rest, _ = stratified_take(labels[pool], reduced, seed)
+            split[pool[rest]] = None
+        elif notes is not None and reduced > len(pool):
+            notes.append(f"reduced={reduced} but the source has only {len(pool)} labelled training images: kept all")
+        reduced = None  # the validation split below comes out of the `reduced` images
     if not (split == "validation").any():
         pool = np.flatnonzero(split == "train")
         _, taken = stratified_split(labels[pool], VALIDATION_FRACTION, seed)
@@ -82,11 +106,14 @@ def _finish(build: Build, class_names: list[str], meta: dict, body: str) -> Buil
     return build.finish(metadata=meta, body=body)
 
 
-def _split_text(has_test: bool, has_val: bool, reduced: int | None, seed: int) -> str:
+def _split_text(has_test: bool, has_val: bool, reduced: int | None, seed: int, reduced_counts: str = "train") -> str:
+    labelled = reduced is not None and reduced_counts == "labelled" and not has_val
     parts = ["`test` = " + ("the source's test split" if has_test else f"{TEST_FRACTION:.0%} of the train images"),
              "`validation` = " + ("the source's validation split" if has_val
-                                  else f"{VALIDATION_FRACTION:.0%} of train"),
-             "`train` = the rest" + (f", reduced to {reduced} images" if reduced is not None else "")]
+                                  else f"{VALIDATION_FRACTION:.0%} of " + (f"the {reduced} labelled images"
+                                                                          if labelled else "train")),
+             "`train` = the rest" + (f", reduced to {reduced} images" if reduced is not None and not labelled
+                                     else "")]
     return f"Splits: {'; '.join(parts)} (draws stratified by class, numpy seed {seed})."
 
 
@@ -102,7 +129,7 @@ def _imagefolder_layout(root: Path) -> dict[str, Path]:
         raise InputError(f"imagefolder: {root} has no class folders; expected root/<class>/<image> or "
                          "root/train/<class>/<image> (+ root/test/...)")
     by_name = {p.name.lower(): p for p in subdirs}
-    if "train" not in by_name:
+    if not any(name in by_name for name in _SPLIT_DIRS["train"]):
         return {"train": root}
     levels = {}
     for split, names in _SPLIT_DIRS.items():
@@ -118,7 +145,7 @@ def _imagefolder_layout(root: Path) -> dict[str, Path]:
 
 
 def build_imagefolder(root: str | Path, out: str | Path, *, reduced: int | None = None, skip_bad: bool = False,
-                      seed: int = SEED) -> BuildReport:
+                      seed: int = SEED, reduced_counts: str = "train") -> BuildReport:
     """Build a classification dataset from an image folder (class subfolders, optional train/test level)."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -146,7 +173,7 @@ def build_imagefolder(root: str | Path, out: str | Path, *, reduced: int | None 
             labels += [index[cdir.name]] * len(images)
             given += [split] * len(images)
     notes: list[str] = []
-    final = plan_splits(labels, given, reduced=reduced, seed=seed, notes=notes)
+    final = plan_splits(labels, given, reduced=reduced, seed=seed, notes=notes, reduced_counts=reduced_counts)
     features = schema.classification_real(class_names)
     with Build("imagefolder", out, "classification", features, skip_bad=skip_bad, inputs=[root]) as build:
         build.report.notes += notes
@@ -160,10 +187,11 @@ def build_imagefolder(root: str | Path, out: str | Path, *, reduced: int | None 
         has_test, has_val = "test" in levels, "validation" in levels
         meta = {"pretty_name": root.name, "tags": ["image-classification"],
                 "promptmix": {"builder": "imagefolder", "source": str(root), "reduced": reduced,
+                              "reduced_counts": reduced_counts,
                               "split_seed": seed, "classes": len(class_names)}}
         body = dataset_body(root.name, [
             f"Image classification, {len(class_names)} classes, from the image folder `{root}`.",
-            _split_text(has_test, has_val, reduced, seed),
+            _split_text(has_test, has_val, reduced, seed, reduced_counts),
             "Images are stored as found (EXIF-rotated ones upright; palette/alpha images as RGB PNG)."],
             "classification")
         return _finish(build, class_names, meta, body)
@@ -236,7 +264,7 @@ def _hub_image_source(value: Any, label: str) -> tuple[Any, str | None]:
 
 def build_from_hub(dataset: str, out: str | Path, *, image_column: str = "image", label_column: str = "label",
                    reduced: int | None = None, revision: str | None = None, skip_bad: bool = False,
-                   seed: int = SEED) -> BuildReport:
+                   seed: int = SEED, reduced_counts: str = "train") -> BuildReport:
     """Build a classification dataset from any ``datasets`` source (Hub id or local folder) with image + label."""
     import datasets
 
@@ -270,7 +298,7 @@ def build_from_hub(dataset: str, out: str | Path, *, image_column: str = "image"
             labels.append(idx)
             given.append(split)
     notes: list[str] = []
-    final = plan_splits(labels, given, reduced=reduced, seed=seed, notes=notes)
+    final = plan_splits(labels, given, reduced=reduced, seed=seed, notes=notes, reduced_counts=reduced_counts)
     images = {s: ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
               for s, ds in splits.items()}
     features = schema.classification_real(class_names)
@@ -293,9 +321,10 @@ def build_from_hub(dataset: str, out: str | Path, *, image_column: str = "image"
         meta = {"pretty_name": str(dataset), "tags": ["image-classification"],
                 "promptmix": {"builder": "hub", "source": str(dataset), "revision": revision,
                               "image_column": image_column, "label_column": label_column, "reduced": reduced,
+                              "reduced_counts": reduced_counts,
                               "split_seed": seed, "classes": len(class_names)}}
         body = dataset_body(str(dataset), [
             f"Image classification, {len(class_names)} classes, from `{dataset}`"
             + (f" (revision {revision})" if revision else "") + f", columns `{image_column}` and `{label_column}`.",
-            _split_text("test" in splits, "validation" in splits, reduced, seed)], "classification")
+            _split_text("test" in splits, "validation" in splits, reduced, seed, reduced_counts)], "classification")
         return _finish(build, class_names, meta, body)

@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import schema
 from ..errors import InputError
+from ..tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class BuildReport:
 
     def to_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"rows": dict(self.rows), "skipped": len(self.skipped)}
-        if self.task == "counting":
+        if schema.POINTS in get_task(self.task).real_columns:
             meta["off_frame_points"] = self.off_frame_points
         return meta
 
@@ -157,18 +158,21 @@ def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def _encode_like(image, source, name: str | None) -> tuple[bytes, str | None]:
-    """Encode ``image``: as a JPEG with ``source``'s tables and subsampling when ``source`` is a JPEG, else PNG."""
+    """Encode ``image``: as a JPEG with ``source``'s tables and subsampling when ``source`` is a JPEG, else PNG;
+    either way with ``source``'s ICC colour profile, so the colours mean what they meant."""
     from PIL import JpegImagePlugin
 
     buf = io.BytesIO()
+    icc = source.info.get("icc_profile")
+    profile: dict[str, Any] = {"icc_profile": icc} if icc else {}
     if source.format in ("JPEG", "MPO") and getattr(source, "quantization", None):
-        kwargs: dict[str, Any] = {"qtables": source.quantization}
+        kwargs: dict[str, Any] = {"qtables": source.quantization, **profile}
         sampling = JpegImagePlugin.get_sampling(source)
         if sampling != -1:
             kwargs["subsampling"] = sampling
         image.save(buf, format="JPEG", **kwargs)
         return buf.getvalue(), name and str(Path(name).with_suffix(".jpg"))
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", **profile)
     return buf.getvalue(), name and str(Path(name).with_suffix(".png"))
 
 
@@ -523,13 +527,7 @@ class Build:
 
 def dataset_body(title: str, lines: Sequence[str], task: str) -> str:
     """The README body of a built real dataset: what it is, its columns, how to load it."""
-    columns = {"counting": "`image`, `image_id`, `points` ([x, y] head points as annotated, some may lie just "
-                           "outside the frame), `count` (all annotated points), `width`, `height`, "
-                           "`jpeg_quality` (null when not a JPEG), `is_grayscale`",
-               "depth": "`image`, `image_id`, `depth` (H x W, metres), `scene`, `width`, `height`, "
-                        "`jpeg_quality` (null: PNG), `is_grayscale`",
-               "classification": "`image`, `image_id`, `label` (ClassLabel), `width`, `height`, `jpeg_quality` "
-                                 "(null when not a JPEG), `is_grayscale`"}[task]
+    columns = get_task(task).real_readme_columns
     text = [f"# {title}", "", *lines, "", f"Columns: {columns}.", "",
             "Built by `promptmix real`. Load it with:", "", "```python", "from datasets import load_dataset",
             'ds = load_dataset("PATH_OR_REPO")  # splits train, validation, test', "```"]

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import numpy as np
 
 from .. import schema
 from ..errors import InputError
 from ..utils.progress import progress
-from .common import BadItem, Build, BuildReport, check_points, dataset_body, load_mat, natural_key, read_image, \
-    seeded_split
+from .common import (BadItem, Build, BuildReport, check_points, dataset_body, load_mat, natural_key, read_image,
+                     seeded_split)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,17 @@ def _shanghaitech_part(root: Path, part: str) -> Path:
     raise InputError(f"ShanghaiTech: no folder {folder}; expected the download layout {_SHT_LAYOUT.replace('X', part)}")
 
 
+def _report_ignored(folder: Path, used: set[Path], what: str) -> list[Path]:
+    """Files of ``folder`` the builder does not read (a PNG among the JPEGs, a stray file): a warning names them,
+    so an image saved in another format is not silently left out."""
+    ignored = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p not in used)
+    if ignored:
+        shown = ", ".join(p.name for p in ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        logger.warning("%s: %d file(s) in %s are not read (expected %s): %s", what.split(":")[0], len(ignored),
+                       folder, what.split(": ", 1)[-1], shown)
+    return ignored
+
+
 def _shanghaitech_items(split_dir: Path) -> list[tuple[str, Path | None, Path | None]]:
     img_dir, gt_dir = split_dir / "images", split_dir / "ground-truth"
     for d in (img_dir, gt_dir):
@@ -93,6 +105,7 @@ def _shanghaitech_items(split_dir: Path) -> list[tuple[str, Path | None, Path | 
               if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and not p.name.startswith(".")}
     gts = {p.stem[3:]: p for p in gt_dir.iterdir()
            if p.is_file() and p.suffix.lower() == ".mat" and p.stem.startswith("GT_")}
+    _report_ignored(img_dir, set(images.values()), "ShanghaiTech: JPEG images IMG_n.jpg")
     if not images and not gts:
         raise InputError(f"ShanghaiTech: {img_dir} and {gt_dir} hold no IMG_n.jpg / GT_IMG_n.mat files; expected "
                          f"{_SHT_LAYOUT}")
@@ -149,6 +162,8 @@ def _ucf_items(folder: Path) -> list[tuple[str, Path, Path]]:
               if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and not p.name.startswith(".")}
     anns = {p.stem[:-4]: p for p in folder.iterdir()
             if p.is_file() and p.suffix.lower() == ".mat" and p.stem.endswith("_ann")}
+    _report_ignored(folder, set(images.values()) | set(anns.values()),
+                    "UCF-QNRF: JPEG images img_NNNN.jpg and their img_NNNN_ann.mat")
     if not images and not anns:
         raise InputError(f"UCF-QNRF: {folder} holds no img_NNNN.jpg / img_NNNN_ann.mat files")
     return [(k, img or folder / f"{k}.jpg", ann or folder / f"{k}_ann.mat") for k, img, ann in _pairs(images, anns)]

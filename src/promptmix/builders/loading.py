@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from .. import schema
 from ..errors import InputError
+from ..utils.model_source import is_local_ref
 
 
 def local_cache_dir(ref: str | os.PathLike) -> str | None:
@@ -30,13 +31,6 @@ def local_cache_dir(ref: str | os.PathLike) -> str | None:
     stamp = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = hashlib.sha256(json.dumps([str(root.resolve()), stamp]).encode()).hexdigest()[:16]
     return str(Path(datasets.config.HF_DATASETS_CACHE) / "promptmix-local" / key)
-
-
-def is_local_ref(ref: str) -> bool:
-    """Whether ``ref`` can only mean a local path (not a Hub id ``name`` or ``owner/name``)."""
-    text = str(ref)
-    return (text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1
-            or text.endswith("/") or Path(text).expanduser().exists())
 
 
 def load_source(ref: str | os.PathLike, revision: str | None = None, *, name: str | None = None,
@@ -72,8 +66,18 @@ def load_source(ref: str | os.PathLike, revision: str | None = None, *, name: st
     try:
         return datasets.load_dataset(ref, name=name, revision=revision)
     except Exception as exc:
+        from ..utils.model_source import network_failure, ways_out
+
+        network = network_failure(exc)
+        offline = any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+        hint = ""
+        if network and not offline:
+            hint = f"; the Hugging Face Hub could not be reached ({network}). " + ways_out(ref, revision,
+                                                                                         repo_type="dataset")
+        elif offline:
+            hint = ". " + ways_out(ref, revision, repo_type="dataset", offline=True)
         raise InputError(f"{what} {ref!r} (revision {revision or 'main'}): not a local folder, and loading it "
-                         f"from the Hub failed ({type(exc).__name__}: {exc})") from None
+                         f"from the Hub failed ({type(exc).__name__}: {exc}){hint}") from None
 
 
 def load_real(ref: str, revision: str | None = None):
@@ -104,11 +108,10 @@ def task_of(features: Mapping[str, Any] | Any) -> str:
     elif isinstance(features, (datasets.Dataset, datasets.IterableDataset)):
         features = features.features
     columns = set(features)
-    if schema.POINTS in columns:
-        return "counting"
-    if schema.DEPTH in columns:
-        return "depth"
-    if schema.LABEL in columns:
-        return "classification"
+    from ..tasks import TASKS
+
+    for task in TASKS.values():
+        if task.marker_column in columns:
+            return task.name
     raise InputError(f"cannot tell the task of a dataset with columns {sorted(columns)}: expected {schema.POINTS!r} "
                      f"(counting), {schema.DEPTH!r} (depth) or {schema.LABEL!r} (classification)")

@@ -6,10 +6,17 @@ documented in ``dataset_cards/README.md`` at the top of the repository; a render
 in ``dataset_cards/example/``.
 """
 
-from .card import (CITATIONS, KNOWN_GENERATORS, KNOWN_SOURCES, TEMPLATE_PATH, CardInputs, LicenseInfo,
-                   card_context, card_from_context, combine_licenses, generator_license, history_entry, license_file_text,
-                   load_card_inputs, make_card_figures, read_hub_folder, render_card, source_dataset)
+from ..utils.lazy import lazy_exports
 
-__all__ = ["CITATIONS", "KNOWN_GENERATORS", "KNOWN_SOURCES", "TEMPLATE_PATH", "CardInputs", "LicenseInfo",
-           "card_context", "card_from_context", "combine_licenses", "generator_license", "history_entry", "license_file_text",
-           "load_card_inputs", "make_card_figures", "read_hub_folder", "render_card", "source_dataset"]
+
+_EXPORTS = {
+    "CITATIONS": ".card", "KNOWN_GENERATORS": ".card", "KNOWN_SOURCES": ".card", "TEMPLATE_PATH": ".card",
+    "CardInputs": ".card", "LicenseInfo": ".card", "card_context": ".card", "card_from_context": ".card",
+    "combine_licenses": ".card", "generator_license": ".card", "history_entry": ".card", "license_file_text":
+    ".card", "load_card_inputs": ".card", "make_card_figures": ".card", "read_hub_folder": ".card", "render_card":
+    ".card", "source_dataset": ".card",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -31,6 +31,8 @@ import numpy as np
 from .. import schema as S
 from ..builders.loading import load_source
 from ..errors import InputError
+from ..tasks import get_task
+from ..utils.model_source import is_hub_id, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +40,12 @@ TEMPLATE_PATH = Path(__file__).with_name("card_template.md")
 ASSETS_DIR = "assets"
 PROVENANCE_FILE = "provenance.json"
 LICENSE_FILE = "LICENSE.md"
-STAGE_ORDER = ("captions", "caption", "prompts", "finetune", "generate", "annotate", "filter")
+STAGE_ORDER = ("caption", "prompts", "finetune", "generate", "annotate", "filter")
 NOT_SHOWN_STAGES = ("publish",)  # recorded after the card is made; listed in the version history instead
-STAGE_TITLES = {"captions": "Captions", "caption": "Captions", "prompts": "Prompt bag", "generate": "Image generation",
+STAGE_TITLES = {"caption": "Captions", "prompts": "Prompt bag", "generate": "Image generation",
                 "annotate": "Annotation", "filter": "Quality filter", "real": "Real dataset",
                 "finetune": "Fine-tuning of the generator (MVC)"}
 STAGE_WHAT = {
-    "captions": "Each training image of the real dataset was captioned by an image-captioning model.",
     "caption": "Each training image of the real dataset was captioned by an image-captioning model.",
     "finetune": "The diffusion model was fine-tuned on pairs of same-class real images (InstructPix2Pix-style "
                 "image conditioning, Mixing Visual Concepts).",
@@ -56,13 +57,6 @@ STAGE_WHAT = {
     "filter": "Each image got a quality score (the largest disagreement between two annotators divided by the "
               "largest magnitude); the images with the lowest scores were kept.",
 }
-TASK_TITLES = {"counting": "crowd counting", "depth": "monocular depth estimation",
-               "classification": "image classification"}
-TASK_CATEGORIES = {"counting": ["other"], "depth": ["depth-estimation"], "classification": ["image-classification"]}
-TASK_TAGS = {"counting": ["crowd-counting", "density-map"], "depth": ["depth-estimation"],
-             "classification": ["image-classification"]}
-TARGET_COLUMNS = {"counting": (S.DENSITY, S.COUNT), "depth": (S.DEPTH,), "classification": (S.LABEL,)}
-
 FEATURE_DOCS = {
     S.ROW_ID: "unique id of the row: `{prompt_id}-{image_index:05d}`",
     S.IMAGE: "the generated image (JPEG at the source image's quality, at the source image's size)",
@@ -207,25 +201,31 @@ def combine_licenses(generator: LicenseInfo, source: LicenseInfo) -> dict[str, s
 
 
 # -- citations ---------------------------------------------------------------------------------------------------
-# The papers' entries are those of docs/papers.md: only what the papers' own texts state (title, authors), no venue
-# or year (a reader adds the venue they cite). Latent diffusion, the generator family the PromptMix paper uses (its
-# ref. [14]), is given the same way. The caption-prompts paper is left out: the project has only its abstract,
-# which names neither its title nor its authors. ``when``: which runs cite it (:func:`citations_for`).
+# The papers' entries are those of docs/papers.md (arXiv id, venue and year as published; arXiv-style @misc
+# entries with the venue in ``note``). Latent diffusion, the
+# generator family the PromptMix paper uses (its ref. [14]), is given the same way. The diffusion-augmentation
+# baseline has no venue or arXiv id we could find (its text carries the ICML template's header only), so it stays a
+# @misc. The caption-prompts paper is left out: no stage here depends on it alone. ``when``: which runs cite it
+# (:func:`citations_for`).
 CITATIONS: tuple[dict[str, str], ...] = (
     {"key": "bakhtiarnia_promptmix", "when": "always", "what": "PromptMix: the pipeline this dataset was made with",
-     "bibtex": "@misc{bakhtiarnia_promptmix,\n  title  = {PromptMix: Text-to-image diffusion models enhance the "
-               "performance of lightweight networks},\n  author = {Bakhtiarnia, Arian and Zhang, Qi and Iosifidis, "
-               "Alexandros}\n}"},
+     "bibtex": "@misc{bakhtiarnia_promptmix,\n  title         = {PromptMix: Text-to-image diffusion models enhance "
+               "the performance of lightweight networks},\n  author        = {Bakhtiarnia, Arian and Zhang, Qi and "
+               "Iosifidis, Alexandros},\n  year          = {2023},\n  note          = {International Joint "
+               "Conference on Neural Networks (IJCNN)},\n  eprint        = {2301.12914},\n  archivePrefix = {arXiv}\n}"},
     {"key": "rahat_mvc", "when": "mvc", "what": "Mixing Visual Concepts (MVC) embeddings and image-conditioned fine-tuning",
-     "bibtex": "@misc{rahat_mvc,\n  title  = {Dataset Augmentation by Mixing Visual Concepts},\n  author = {Rahat, "
-               "Abdullah Al and Venkateswara, Hemanth}\n}"},
+     "bibtex": "@misc{rahat_mvc,\n  title         = {Dataset Augmentation by Mixing Visual Concepts},\n  author        = "
+               "{Rahat, Abdullah Al and Venkateswara, Hemanth},\n  year          = {2025},\n  note          = {IEEE/CVF "
+               "Winter Conference on Applications of Computer Vision (WACV)},\n  eprint        = {2412.15358},\n"
+               "  archivePrefix = {arXiv}\n}"},
     {"key": "paulsen_diffaug", "when": "class_prompts", "what": "class-name prompts with Stable Diffusion as a baseline",
      "bibtex": "@misc{paulsen_diffaug,\n  title  = {Improving Image Classification through Diffusion-based Dataset "
                "Augmentation},\n  author = {Paulsen, Derek and Liu, Bojun and Gozum, Gabriel and Gorka, Joe}\n}"},
     {"key": "rombach_ldm", "when": "always", "what": "latent diffusion (Stable Diffusion), the generator family",
-     "bibtex": "@misc{rombach_ldm,\n  title  = {High-Resolution Image Synthesis with Latent Diffusion Models},\n  "
-               "author = {Rombach, Robin and Blattmann, Andreas and Lorenz, Dominik and Esser, Patrick and "
-               "Ommer, Bj{\\\"o}rn}\n}"},
+     "bibtex": "@misc{rombach_ldm,\n  title         = {High-Resolution Image Synthesis with Latent Diffusion Models},\n"
+               "  author        = {Rombach, Robin and Blattmann, Andreas and Lorenz, Dominik and Esser, Patrick and "
+               "Ommer, Bj{\\\"o}rn},\n  year          = {2022},\n  note          = {IEEE/CVF Conference on Computer "
+               "Vision and Pattern Recognition (CVPR)},\n  eprint        = {2112.10752},\n  archivePrefix = {arXiv}\n}"},
 )
 
 
@@ -357,12 +357,12 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
     """
     import datasets
 
-    from ..utils.manifest import read_manifest
+    from ..run_folder import RunFolder
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run folder {run_dir} does not exist")
-    fake_dir = run_dir / "fake"
+    fake_dir = RunFolder(run_dir).fake
     readme = fake_dir / "README.md"
     if not readme.is_file():
         raise InputError(f"{fake_dir} has no README.md: expected the fake dataset written by "
@@ -375,7 +375,7 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
         raise InputError(f"{fake_dir}: columns {missing} are missing; expected the columns of "
                          "schema.fake_features(task, class_names)")
 
-    info_path = run_dir / "captions" / "info.json"
+    info_path = RunFolder(run_dir).captions / "info.json"
     info: dict[str, Any] = {}
     if info_path.is_file():
         try:
@@ -390,7 +390,7 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
         raise InputError(f"{info_path}: task: expected one of {S.TASKS}; got {task!r}")
     class_names = list(info.get("class_names") or names_from_features)
 
-    manifest = read_manifest(run_dir)
+    manifest = RunFolder(run_dir).read_manifest()
     recorded = info.get("real")
     real_revision, real_split = None, "train"
     if isinstance(recorded, Mapping):  # promptmix caption: {"ref", "revision", "split"}
@@ -411,7 +411,7 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
                 if real_ds is None:
                     raise InputError(f"real dataset {local}: expected a {real_split!r} split (the one captioned); "
                                      f"found {sorted(real_configs[real_default])}")
-            elif _is_local_path(real_ref):
+            elif looks_like_path(real_ref):
                 raise InputError(f"real dataset folder {real_ref} does not exist (expected a folder written by "
                                  "`promptmix real ...` or a Hub dataset id); pass --real with its new place")
             else:
@@ -428,7 +428,7 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
                            real_ref, type(exc).__name__)
             real_ds = None
     prompts = None
-    prompts_path = run_dir / "prompts" / "prompts.parquet"
+    prompts_path = RunFolder(run_dir).prompts / "prompts.parquet"
     if prompts_path.is_file():
         prompts = datasets.Dataset.from_parquet(str(prompts_path))
     return CardInputs(run_dir=run_dir, task=task, class_names=class_names, manifest=manifest, info=info,
@@ -503,16 +503,14 @@ def model_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return unique
 
 
-def _is_local_path(value: str) -> bool:
-    return value.startswith(("/", "~", "./", "../")) or bool(re.match(r"^[A-Za-z]:[\\/]", value))
-
-
 def display_value(value: Any, limit: int = 160) -> str:
     """A config value for a Markdown table: local paths shortened to their last part, long values cut."""
+    from ..utils.model_source import redact_local_paths
+
     if isinstance(value, str):
-        text = f".../{Path(value).name}" if _is_local_path(value) else value
+        text = f".../{Path(value).name}" if looks_like_path(value) else redact_local_paths(value)
     elif isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = json.dumps(redact_local_paths(value), ensure_ascii=False, default=str)
     elif value is None:
         text = "null"
     else:
@@ -523,7 +521,7 @@ def display_value(value: Any, limit: int = 160) -> str:
 
 
 def display_model_name(name: str) -> str:
-    return f".../{Path(name).name} (local folder)" if _is_local_path(name) else name
+    return f".../{Path(name).name} (local folder)" if looks_like_path(name) else name
 
 
 def _semver_key(version: str) -> tuple:
@@ -613,15 +611,7 @@ def make_card_figures(inputs: CardInputs, out_dir: str | Path) -> dict[str, str]
     if facts["scored"]:
         save("quality", F.quality_histogram(facts["scores"], facts["kept"], facts["threshold"], facts["keep_percent"]))
     kept, all_rows = inputs.rows(inputs.kept_config), inputs.rows(inputs.all_config)
-    if inputs.task == "counting":
-        real_counts = _column(inputs.real, S.COUNT)
-        save("distribution", F.count_histogram(real_counts, [c for c in _column(kept, S.COUNT) if c is not None],
-                                               [c for c in _column(all_rows, S.COUNT) if c is not None]))
-    elif inputs.task == "depth":
-        save("distribution", F.depth_histogram(_map_sample(inputs.real, S.DEPTH), _map_sample(kept, S.DEPTH)))
-    else:
-        save("distribution", F.label_bar_chart(inputs.class_names, _column(inputs.real, S.LABEL),
-                                               _column(kept, S.LABEL)))
+    save("distribution", _DISTRIBUTIONS[get_task(inputs.task).distribution_figure](F, inputs, kept, all_rows))
     prompts = prompt_facts(inputs)["texts"]
     if prompts:
         save("prompt_lengths", F.prompt_length_histogram(prompts))
@@ -629,16 +619,19 @@ def make_card_figures(inputs: CardInputs, out_dir: str | Path) -> dict[str, str]
 
 
 def _target_text(task: str, row: Mapping[str, Any], class_names: Sequence[str]) -> str:
-    if task == "counting" and row.get(S.COUNT) is not None:
-        count = row[S.COUNT]
-        return f"count {count}" if isinstance(count, int) else f"count {float(count):.1f}"
-    if task == "depth" and row.get(S.DEPTH) is not None:
-        m = np.asarray(row[S.DEPTH], dtype=np.float32)
-        return f"depth {np.nanmean(m):.2f} m" if m.size else ""
-    if task == "classification" and row.get(S.LABEL) is not None:
-        label = row[S.LABEL]
-        return class_names[label] if 0 <= label < len(class_names) else str(label)
-    return ""
+    return get_task(task).describe_target(row, class_names)
+
+
+# the real-vs-fake distribution figure each task names (Task.distribution_figure)
+_DISTRIBUTIONS = {
+    "count_histogram": lambda F, inputs, kept, all_rows: F.count_histogram(
+        _column(inputs.real, S.COUNT), [c for c in _column(kept, S.COUNT) if c is not None],
+        [c for c in _column(all_rows, S.COUNT) if c is not None]),
+    "depth_histogram": lambda F, inputs, kept, all_rows: F.depth_histogram(
+        _map_sample(inputs.real, S.DEPTH), _map_sample(kept, S.DEPTH)),
+    "label_bar_chart": lambda F, inputs, kept, all_rows: F.label_bar_chart(
+        inputs.class_names, _column(inputs.real, S.LABEL), _column(kept, S.LABEL)),
+}
 
 
 def sample_grid_rows(inputs: CardInputs, max_rows: int = 4, max_fakes: int = 4) -> list:
@@ -654,7 +647,7 @@ def sample_grid_rows(inputs: CardInputs, max_rows: int = 4, max_fakes: int = 4) 
     for i, m in enumerate(meta):
         if m.get(S.SOURCE_IMAGE_ID):
             key = ("source", m[S.SOURCE_IMAGE_ID])
-        elif inputs.task == "classification" and m.get(S.LABEL) is not None:
+        elif get_task(inputs.task).has_classes and m.get(S.LABEL) is not None:
             key = ("label", m[S.LABEL])
         else:
             key = ("none", "")
@@ -771,8 +764,12 @@ def resolve_date(date: str | None) -> str:
 def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Mapping[str, str] | None = None,
                  history: Sequence[Mapping[str, Any]] = (), license: str | None = None,
                  pretty_name: str | None = None, notice: str | None = None, date: str | None = None,
-                 yaml_configs: Sequence[Mapping[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The template variables and the YAML metadata of the card (both documented in dataset_cards/README.md)."""
+                 yaml_configs: Sequence[Mapping[str, Any]] | None = None,
+                 local_path: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The template variables and the YAML metadata of the card (both documented in dataset_cards/README.md).
+
+    ``local_path``: the card is for a local publication (a folder that is not pushed): the load snippets use
+    that folder's path, and neither a Hub id nor a git tag is mentioned."""
     from ..utils.io import hub_yaml_configs
 
     task = inputs.task
@@ -806,7 +803,7 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
     # what the real folder calls itself (e.g. "ShanghaiTech Part B"): more precise than the known source's name
     real_title = str(inputs.real_metadata.get("pretty_name") or real_name)
     truncated = _stage(inputs, "generate").get("truncated_prompts") or {}
-    real_is_hub = bool(inputs.real_ref) and not _is_local_path(inputs.real_ref) and \
+    real_is_hub = bool(inputs.real_ref) and is_hub_id(inputs.real_ref) and \
         _resolve_local(inputs.real_ref, inputs.run_dir) is None and inputs.real_ref.count("/") == 1
     pretty = pretty_name or f"PromptMix synthetic {real_name}"
 
@@ -844,14 +841,17 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
                                       next((h.get("notes") for h in history if str(h.get("version")) == version), None)))
     history_rows.sort(key=lambda h: _semver_key(str(h.get("version", "0"))), reverse=True)
     source_cite = source.bibtex if source and source.bibtex else ""
+    where = ("a local folder (not on the Hub)" if local_path else
+             f"\\url{{https://huggingface.co/datasets/{repo_id}}}")
     dataset_bibtex = (f"@misc{{{re.sub(r'[^A-Za-z0-9]+', '_', repo_id)}_{version.replace('.', '_')},\n"
-                      f"  title = {{{pretty}}},\n  howpublished = {{\\url{{https://huggingface.co/datasets/{repo_id}}}}},\n"
+                      f"  title = {{{pretty}}},\n  howpublished = {{{where}}},\n"
                       f"  note = {{Version {version}, made with promptmix}},\n  year = {{{date[:4]}}}\n}}")
 
     ctx = {
         "pretty_name": pretty, "repo_id": repo_id, "version": version, "tag": tag, "date": date, "notice": notice,
-        "task": task, "task_title": TASK_TITLES[task], "class_names": inputs.class_names,
-        "target_columns": list(TARGET_COLUMNS[task]),
+        "local_path": local_path,
+        "task": task, "task_title": get_task(task).title, "class_names": inputs.class_names,
+        "target_columns": list(get_task(task).target_columns),
         "real_name": real_name, "real_title": real_title, "real_ref": inputs.real_ref if real_is_hub else
         (Path(inputs.real_ref).name if inputs.real_ref else None), "real_is_hub": real_is_hub,
         "real_url": source.url if source else (f"https://huggingface.co/datasets/{inputs.real_ref}" if real_is_hub else None),
@@ -878,8 +878,8 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
     metadata = {
         **license_meta,
         "pretty_name": pretty,
-        "task_categories": TASK_CATEGORIES[task],
-        "tags": ["synthetic", "promptmix", "diffusion-generated", *TASK_TAGS[task]],
+        "task_categories": list(get_task(task).card_categories),
+        "tags": ["synthetic", "promptmix", "diffusion-generated", *get_task(task).card_tags],
         "size_categories": [size_category(facts["rows_all"])],
         "source_datasets": [f"extended|{inputs.real_ref}"] if real_is_hub else ["extended"],
         "annotations_creators": ["machine-generated"],

@@ -203,6 +203,14 @@ def prompt_length_histogram(prompts: Sequence[str]):
     ax.set_xlabel("words per prompt")
     ax.set_ylabel("prompts")
     ax.yaxis.get_major_locator().set_params(integer=True)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # words are whole: no tick at 11.6
+    if lengths.size:
+        lo, hi = float(lengths.min()), float(lengths.max())
+        if hi - lo < 4:  # one or a few lengths: show them among their neighbours, not as a single wide bar
+            mid = (lo + hi) / 2
+            ax.set_xlim(mid - 3, mid + 3)
     ax.set_title(f"Prompt lengths ({lengths.size} distinct prompts)")
     fig.tight_layout()
     return fig

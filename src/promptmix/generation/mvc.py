@@ -1,7 +1,7 @@
 """Mixing Visual Concepts (MVC): new prompt embeddings mixed from the caption embeddings of one class.
 
 Algorithm 1 of Al Rahat & Venkateswara, *Dataset Augmentation by Mixing Visual Concepts*
-(``shared/papers/mixing-visual-concepts.md``; the supplement is ``...-supplement.md``)::
+(`the MVC paper (`docs/papers.md`)`; the supplement is ``...-supplement.md``)::
 
     1: E = {e_k}, e_k = CLIP(c_k) in R^{m x d}        (encode_texts)
     4: e~ <- RandSample(E)                             (base caption)
@@ -28,13 +28,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from typing import Any, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .. import schema
 from ..config import StageConfig, field
 from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported where tensors are made (keeps configs light)
+    import torch
 
 ALGORITHM = "mvc-algorithm-1"
 #: Supplement, "Effect number of tokens Mixing": "For fine-grained changes, a small part (less than 10)
@@ -56,6 +57,8 @@ def encode_texts(tokenizer, text_encoder, texts: Sequence[str], device: torch.de
         raise InputError("encode_texts: expected at least one text; got an empty list")
     if device is None:
         device = next(text_encoder.parameters()).device
+    import torch
+
     device = torch.device(device)
     use_mask = bool(getattr(getattr(text_encoder, "config", None), "use_attention_mask", False))
     out = []

@@ -8,23 +8,19 @@
     run = run_pipeline(config, until_stage="filter", echo=print)
     run.records["filter"]          # {"kept": ..., "rows": ..., "out": "runs/shtb/fake", ...}
 
-Modules: :mod:`.config` (``PipelineConfig``: one section per stage, each the stage's own config class),
-:mod:`.stages` (the stages, each calling its stage's API), :mod:`.runner` (cache keys, state file,
-resume, ``--from``/``--until``), :mod:`.demo` (``promptmix demo``), :mod:`.cli`.
+Modules: :mod:`.config` (``PipelineConfig``: one section per stage, each the stage's own config class, and the
+paths that connect them), :mod:`.engine` (the stages of a config as steps, cache keys, state file, resume,
+``--from``/``--until``), :mod:`.demo` (``promptmix demo``), :mod:`.commands` (``promptmix run``, ``demo``).
 """
 
-__all__ = ["AnnotateConfig", "PipelineConfig", "PipelineRun", "PublishConfig", "RealConfig", "Stage", "StageResult",
-           "build_stages", "load_config", "run_demo", "run_pipeline", "run_stages"]
-
-_WHERE = {"AnnotateConfig": "config", "PipelineConfig": "config", "PublishConfig": "config", "RealConfig": "config",
-          "load_config": "config", "PipelineRun": "runner", "Stage": "runner", "StageResult": "runner",
-          "run_pipeline": "runner", "run_stages": "runner", "build_stages": "stages", "run_demo": "demo"}
+from ..utils.lazy import lazy_exports
 
 
-def __getattr__(name: str):
-    """Import lazily, so ``promptmix --help`` does not load torch through the stage configs."""
-    if name in _WHERE:
-        import importlib
+__all__ = ["PipelineConfig", "PipelineRun", "Step", "StageResult", "load_config", "pipeline_steps", "run_demo",
+           "run_pipeline", "run_stages"]
 
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_WHERE = {"PipelineConfig": "config", "load_config": "config", "PipelineRun": "engine", "Step": "engine",
+          "StageResult": "engine", "run_pipeline": "engine", "run_stages": "engine", "pipeline_steps": "engine",
+          "run_demo": "demo"}
+
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -37,196 +37,32 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..annotation.filter import FilterConfig
+from ..annotation.annotate.config import AnnotateConfig
+from ..annotation.filter.config import FilterConfig
+from ..builders.config import RealConfig
 from ..config import StageConfig, field, read_yaml_mapping
 from ..errors import ConfigError, InputError
-from ..generation.captions import CaptionConfig
-from ..generation.config import GenerateConfig
-from ..generation.prompts import PromptBagConfig
+from ..generation.caption.config import CaptionConfig
+from ..generation.generate.config import GenerateConfig
+from ..generation.prompts.config import PromptsConfig
+from ..publishing.config import PublishConfig
+from ..run_folder import RunFolder
 from ..schema import TASKS
-from ..training.config import TrainConfig
-from ..training.mvc_finetune import MVCFinetuneConfig
-
-BUILDERS = ("shanghaitech", "ucf-qnrf", "nyu-depth-v2", "imagefolder", "hub", "folder")
-BUILDER_TASK = {"shanghaitech": "counting", "ucf-qnrf": "counting", "nyu-depth-v2": "depth",
-                "imagefolder": "classification"}
-#: which keys each builder needs (the others must be left out)
-BUILDER_KEYS = {"shanghaitech": ("root", "part"), "ucf-qnrf": ("root",), "nyu-depth-v2": ("mat",),
-                "imagefolder": ("root",), "hub": ("dataset",), "folder": ("path",)}
-BUILDER_FUNCTIONS = {"shanghaitech": "build_shanghaitech", "ucf-qnrf": "build_ucf_qnrf",
-                     "nyu-depth-v2": "build_nyu_depth_v2", "imagefolder": "build_imagefolder", "hub": "build_from_hub"}
-
-
-@dataclasses.dataclass
-class RealConfig(StageConfig):
-    """Where the real dataset comes from: a raw download (built with ``promptmix real ...``), a Hub
-    dataset, or a folder already built."""
-
-    _section = "real"
-
-    builder: str = field(help="shanghaitech | ucf-qnrf | nyu-depth-v2 | imagefolder (raw downloads, built like "
-                              "`promptmix real BUILDER`), hub (a Hub dataset with an image and a label/points "
-                              "column), folder (a dataset already built by `promptmix real`, used as it is)",
-                         choices=BUILDERS)
-    root: Path | None = field(None, help="shanghaitech, ucf-qnrf, imagefolder: the raw dataset's root folder")
-    part: str | None = field(None, help="shanghaitech: A or B", choices=(None, "A", "B"))
-    mat: Path | None = field(None, help="nyu-depth-v2: nyu_depth_v2_labeled.mat")
-    dataset: str | None = field(None, help="hub: dataset id, e.g. uoft-cs/cifar10")
-    revision: str | None = field(None, help="hub, folder (a Hub id): dataset revision (branch, tag or commit)")
-    path: str | None = field(None, help="folder: a built real dataset (folder or Hub id), e.g. runs/shtb/real")
-    reduced: int | None = field(None, help="imagefolder, hub: keep this many training images, a seeded class-"
-                                           "balanced subset (e.g. 4000 for 'CIFAR reduced')")
-    skip_bad: bool = field(False, help="every builder: skip a missing, corrupt, CMYK, 16-bit or (counting) EXIF-rotated "
-                                       "image or an unreadable annotation file (counted in the build summary) "
-                                       "instead of stopping")
-    options: dict[str, Any] = field(default_factory=dict,
-                                    help="further keyword arguments of the builder function (promptmix.builders."
-                                         "build_*): seed for every builder, validation_fraction for "
-                                         "shanghaitech and ucf-qnrf (e.g. {validation_fraction: 0.2, seed: 42}), "
-                                         "image_column/label_column for hub (e.g. {image_column: img, label_column: "
-                                         "fine_label})")
-    out: Path | None = field(None, help="where the built dataset goes (default RUN/real); not used by 'folder'",
-                             runtime=True)
-
-    def validate(self) -> None:
-        need = BUILDER_KEYS[self.builder]
-        for key in need:
-            if getattr(self, key) in (None, ""):
-                self.fail(key, f"a value for builder {self.builder!r} (it needs {', '.join(need)})")
-        allowed = set(need) | {"builder", "options", "out"} | ({"revision", "reduced"} if self.builder == "hub" else set()) \
-            | ({"revision"} if self.builder == "folder" else set()) \
-            | ({"reduced"} if self.builder == "imagefolder" else set()) \
-            | ({"skip_bad"} if self.builder != "folder" else set())
-        for f in dataclasses.fields(self):
-            if f.name in allowed:
-                continue
-            if getattr(self, f.name) not in (None, False, {}, f.default):
-                self.fail(f.name, f"nothing for builder {self.builder!r} (its keys: {', '.join(sorted(allowed))})")
-        if self.reduced is not None and self.reduced < 1:
-            self.fail("reduced", "null or an integer >= 1")
-        if not isinstance(self.options, dict):
-            self.fail("options", "a mapping of builder keyword arguments")
-        if self.builder != "folder":
-            import inspect
-
-            from .. import builders
-
-            func = getattr(builders, BUILDER_FUNCTIONS[self.builder])
-            params = inspect.signature(func).parameters
-            taken = {"out", "root", "part", "mat", "dataset", "reduced", "revision", "skip_bad"}
-            allowed_opts = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in taken)
-            for key in self.options:
-                if key not in allowed_opts:
-                    raise ConfigError(f"real.options.{key}: not an option of {func.__name__}; allowed: "
-                                      f"{', '.join(allowed_opts) or '(none)'}")
-
-    @property
-    def task(self) -> str | None:
-        return BUILDER_TASK.get(self.builder)
-
-    def local_inputs(self) -> list[Path]:
-        """The local files this section reads (checked before the run; their content is in the stage key)."""
-        out = [p for p in (self.root, self.mat) if p is not None]
-        if self.builder == "shanghaitech" and self.root is not None:
-            out = [Path(self.root) / f"part_{self.part}"]
-        return [Path(p) for p in out]
-
-
-@dataclasses.dataclass
-class AnnotateConfig(StageConfig):
-    """The ``annotate`` section: the annotators of ``promptmix annotate`` (one SPEC each)."""
-
-    _section = "annotate"
-
-    annotators: list[str] = field(default_factory=list,
-                                  help="annotator SPECs as `promptmix annotate --annotator` takes them: "
-                                       "[NAME:]FOLDER_OR_HUB_ID or [NAME:]KIND=ARGUMENT, e.g. "
-                                       "shtb:sasnet=SHHB.pth; the first one is the default training target")
-    revision: str | None = field(None, help="Hub revision of annotators given by Hub id")
-    batch_size: int = field(8, runtime=True, help="images per annotator call")
-    device: str | None = field(None, runtime=True, help="auto, cpu, cuda, cuda:N or mps")
-    dtype: str | None = field(None, runtime=True, help="auto (fp16 on CUDA), float32, float16, bfloat16")
-
-    def validate(self) -> None:
-        if not isinstance(self.annotators, list) or not self.annotators \
-                or not all(isinstance(a, str) and a.strip() for a in self.annotators):
-            self.fail("annotators", "a non-empty list of annotator SPECs (strings)")
-        if self.batch_size < 1:
-            self.fail("batch_size", "an integer >= 1")
-
-    def names(self) -> list[str]:
-        """The annotators' names (output folders), in order; raises ConfigError for a bad SPEC."""
-        from ..annotation.registry import default_name, parse_spec
-
-        names = []
-        for i, spec in enumerate(self.annotators):
-            try:
-                names.append(default_name(parse_spec(spec)))
-            except InputError as exc:
-                raise ConfigError(f"annotate.annotators[{i}]: {exc}") from None
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ConfigError(f"annotate.annotators: names must be unique; {dupes[0]!r} occurs twice (name them "
-                              f"NAME:SPEC)")
-        return names
-
-
-@dataclasses.dataclass
-class PublishConfig(StageConfig):
-    """The ``publish`` section: arguments of ``promptmix publish`` (:func:`promptmix.publishing.publish.publish_run`)."""
-
-    _section = "publish"
-
-    repo_id: str = field(help="Hub dataset repo, e.g. me/promptmix-shtb-fake")
-    version: str = field(help="semantic version X.Y.Z; tagged vX.Y.Z on the Hub")
-    push: bool = field(False, help="push to the Hub (needs a token: HF_TOKEN or `hf auth login`); false: only "
-                                   "write local_dir")
-    local_dir: Path | None = field(None, help="write the repo to this folder too (default: RUN/publish when push is "
-                                              "false, none when pushing)")
-    private: bool = field(False, help="create the Hub repo private")
-    branch: str | None = field(None, help="Hub branch to commit to (default main)")
-    force: bool = field(False, help="replace an existing version tag")
-    notes: str | None = field(None, help="what changed in this version (version history, commit message)")
-    license: str | None = field(None, help="license id; default: derived from the models and the real dataset")
-    pretty_name: str | None = field(None, help="the dataset's display name on the Hub")
-    notice: str | None = field(None, help="a notice shown at the top of the dataset card")
-
-    def validate(self) -> None:
-        from ..publishing.publish import check_repo_id, parse_version
-
-        try:
-            check_repo_id(self.repo_id)
-        except InputError as exc:
-            raise ConfigError(f"publish.repo_id: {_strip_flag(exc)}") from None
-        try:
-            parse_version(str(self.version))
-        except InputError as exc:
-            raise ConfigError(f"publish.version: {_strip_flag(exc)}") from None
-
-
-@dataclasses.dataclass
-class ReportConfig(StageConfig):
-    """The ``report`` section: how the training runs are compared (``promptmix report``). The report stage runs
-    whenever there are two or more training runs; this section is needed only to choose the baseline."""
-
-    _section = "report"
-
-    baseline: str | None = field(None, help="the training run (a train NAME) every other run is compared with; "
-                                            "default: for each run, the real-only run (mixing: none) of the same "
-                                            "model, or the only real-only run")
-
+from ..stage import get_stage
+from ..tasks import get_task
+from ..training.finetune.config import FinetuneConfig
+from ..training.report.config import ReportConfig
+from ..training.train.config import TrainConfig
 
 #: settings a ``finetune`` section and ``generate.mvc`` share: generation mixes embeddings as the generator was
 #: trained to; set in ``finetune``, they are copied into ``generate.mvc`` (set in both, they must agree)
 MVC_SHARED = ("coarse", "fine", "fine_max_span", "caption_prefix", "prefix_separator")
 
-#: keys of each section set by the pipeline (run_dir and the other sections), never by the config
-WIRED: dict[str, tuple[str, ...]] = {
-    "caption": ("real",),
-    "finetune": ("captions", "output_dir", "real"),
-    "generate": ("prompts",),  # and model, when a finetune section is present
-    "train": ("task", "real", "fake", "output_dir"),
-}
+
+def wired_keys(section: str) -> tuple[str, ...]:
+    """Keys of a section set by the pipeline (from run_dir and the other sections), never by the config:
+    the stage's ``wired`` keys (``generate.model`` too when a finetune section is present)."""
+    return get_stage(section).wired
 
 
 @dataclasses.dataclass
@@ -243,9 +79,9 @@ class PipelineConfig(StageConfig):
                                                      "(prompts.use_captions), fill {caption} templates or feed MVC. "
                                                      "Without it the prompt bag reads the task, class names and "
                                                      "source images from the real dataset")
-    prompts: PromptBagConfig = field(default_factory=PromptBagConfig,
-                                     help="the prompt bag (PromptBagConfig; `promptmix prompts --help`)")
-    finetune: MVCFinetuneConfig | None = field(None, help="MVC fine-tuning of the generator (MVCFinetuneConfig); "
+    prompts: PromptsConfig = field(default_factory=PromptsConfig,
+                                     help="the prompt bag (PromptsConfig; `promptmix prompts --help`)")
+    finetune: FinetuneConfig | None = field(None, help="MVC fine-tuning of the generator (FinetuneConfig); "
                                                           "generate then uses the fine-tuned pipeline")
     annotate: AnnotateConfig | None = field(None, help="annotators (AnnotateConfig)")
     filter: FilterConfig | None = field(None, help="quality-score filtering into RUN/fake (FilterConfig)")
@@ -263,7 +99,10 @@ class PipelineConfig(StageConfig):
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(fields))}")
+            from ..utils.suggest import did_you_mean
+
+            raise ConfigError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(fields))}"
+                              f"{did_you_mean(unknown[0], fields)}")
         for key in ("run_dir", "real", "generate"):
             if data.get(key) in (None, "", {}):
                 raise ConfigError(f"{key}: required key is missing ({fields[key].metadata['help']})")
@@ -278,11 +117,14 @@ class PipelineConfig(StageConfig):
         task = data.get("task")
         if task is not None and task not in TASKS:
             raise ConfigError(f"task: expected one of {', '.join(TASKS)}; got {task!r}")
-        if real.task and task and task != real.task:
-            raise ConfigError(f"task: real.builder {real.builder!r} gives a {real.task} dataset; got {task!r}")
-        task = task or real.task
+        if real.builder_task and task and task != real.builder_task:
+            raise ConfigError(f"task: real.builder {real.builder!r} gives a {real.builder_task} dataset; got {task!r}")
+        task = task or real.builder_task
         if task is None:
             raise ConfigError(f"task: required when real.builder is {real.builder!r}; expected one of {', '.join(TASKS)}")
+        if data["real"].get("task") not in (None, task):
+            raise ConfigError(f"real.task: set by the pipeline (to {task}, the config's task); leave it out")
+        real = dataclasses.replace(real, task=task)
         wires = _wiring(run_dir, real, data)
 
         def section_of(name, klass, raw, wired_values):
@@ -296,10 +138,11 @@ class PipelineConfig(StageConfig):
         kwargs: dict[str, Any] = {"run_dir": run_dir, "real": real, "task": task}
         if data.get("caption") is not None:
             kwargs["caption"] = section_of("caption", CaptionConfig, data["caption"], wires["caption"])
-        if data.get("prompts") is not None:
-            kwargs["prompts"] = PromptBagConfig.from_dict(data["prompts"], section="prompts")
+        if data.get("prompts") is not None or data.get("caption") is None:
+            kwargs["prompts"] = section_of("prompts", PromptsConfig, data.get("prompts") or {}, wires["prompts"](
+                data.get("caption") is not None))
         if data.get("finetune") is not None:
-            kwargs["finetune"] = section_of("finetune", MVCFinetuneConfig, data["finetune"], wires["finetune"])
+            kwargs["finetune"] = section_of("finetune", FinetuneConfig, data["finetune"], wires["finetune"])
         generate_wires = dict(wires["generate"])
         generate_raw = dict(data["generate"])
         if data.get("finetune") is not None:
@@ -312,7 +155,9 @@ class PipelineConfig(StageConfig):
         if data.get("annotate") is not None:
             kwargs["annotate"] = AnnotateConfig.from_dict(data["annotate"], section="annotate")
         if data.get("filter") is not None:
-            kwargs["filter"] = FilterConfig.from_dict(data["filter"], section="filter")
+            # the filter scores exactly the configured annotators (not others left in RUN/annotations)
+            names = kwargs["annotate"].names() if "annotate" in kwargs else None
+            kwargs["filter"] = section_of("filter", FilterConfig, data["filter"], {"annotators": names})
         if data.get("publish") is not None:
             kwargs["publish"] = PublishConfig.from_dict(data["publish"], section="publish")
         train = {}
@@ -321,13 +166,15 @@ class PipelineConfig(StageConfig):
                 raise ConfigError(f"train.{name}: a run name is letters, digits, '-' and '_'")
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"train.{name}: expected a mapping of TrainConfig settings; got {raw!r}")
-            wired = {"task": task, "real": str(wires["real_out"]), "output_dir": str(run_dir / "train" / name)}
+            wired = {"task": task, "real": str(wires["real_out"]), "output_dir": str(RunFolder(run_dir).train_run(name))}
             if raw.get("mixing", "none") != "none":
                 wired["fake"] = str(wires["fake_out"])
             train[name] = section_of(f"train.{name}", TrainConfig, raw, wired)
         kwargs["train"] = train
-        if data.get("report") is not None:
-            kwargs["report"] = ReportConfig.from_dict(data["report"], section="report")
+        if data.get("report") is not None or len(train) >= 2:
+            # with two or more training runs, RUN/report compares them with their real-only baseline
+            kwargs["report"] = section_of("report", ReportConfig, data.get("report") or {}, {
+                "runs": [run_cfg.output_dir for run_cfg in train.values()], "names": list(train)})
         config = cls(**kwargs)
         config.check_sections()
         return config
@@ -349,9 +196,9 @@ class PipelineConfig(StageConfig):
                 raise ConfigError("finetune: MVC fine-tuning mixes caption embeddings; add a caption section")
             if self.generate.mvc is not None and self.generate.mvc.enabled:
                 raise ConfigError("generate.mvc.enabled: MVC mixes caption embeddings; add a caption section")
-        if self.finetune is not None and self.task != "classification":
+        if self.finetune is not None and not get_task(self.task).has_classes:
             raise ConfigError(f"finetune: MVC fine-tuning is for classification datasets; the task is {self.task}")
-        if self.generate.mvc is not None and self.generate.mvc.enabled and self.task != "classification":
+        if self.generate.mvc is not None and self.generate.mvc.enabled and not get_task(self.task).has_classes:
             raise ConfigError(f"generate.mvc.enabled: MVC needs a classification dataset; the task is {self.task}")
         names = self.annotate.names() if self.annotate is not None else []
         if self.filter is not None:
@@ -380,14 +227,38 @@ class PipelineConfig(StageConfig):
                 raise ConfigError(f"report.baseline: expected one of the training runs ({', '.join(self.train)}); "
                                   f"got {self.report.baseline!r}")
 
-    def check_inputs(self) -> None:
-        """Local files the config names exist (raw datasets, manual prompt files)."""
-        for path in self.real.local_inputs():
-            if not path.exists():
-                raise InputError(f"real: {path} does not exist (real.builder {self.real.builder}); check real.root / "
-                                 "real.mat / real.part")
-        if self.prompts.manual_file is not None and not Path(self.prompts.manual_file).is_file():
-            raise InputError(f"prompts.manual_file: {self.prompts.manual_file} does not exist")
+    def missing_inputs(self, until: str | None = None) -> list:
+        """The local files the config names that do not exist (raw datasets, annotator checkpoints, backbone
+        weights, policy files, manual prompts), each with its config key and where to get it. ``until``: only
+        the inputs of that stage and the ones before it (``promptmix run --until STAGE``)."""
+        from ..stage import STAGES
+        from .inputs import local_inputs
+
+        order = list(STAGES)
+        last = order.index(until) if until in order else len(order)
+        return [i for i in local_inputs(self) if not i.present
+                and order.index(i.key.split(".")[0].split("[")[0]) <= last]
+
+    def missing_inputs_message(self, missing: list) -> str:
+        """One message for :meth:`missing_inputs` (empty when none is missing)."""
+        from .inputs import DOCS, missing_message
+
+        if not missing:
+            return ""
+        first = missing[0]
+        if len(missing) == 1 and first.key == "real" and first.source is None:
+            return (f"real: {first.path} does not exist (real.builder {self.real.builder}); check real.root / "
+                    "real.mat / real.part")
+        relative = " (relative paths are read from the folder you run from)" if any(
+            not i.path.is_absolute() for i in missing) else ""
+        return (f"{len(missing)} input(s) of the config do not exist{relative}:\n{missing_message(missing)}"
+                f"\nWhat goes where, per experiment: {DOCS}")
+
+    def check_inputs(self, until: str | None = None) -> None:
+        """Raise one :class:`InputError` listing every missing input (:meth:`missing_inputs`), if any."""
+        message = self.missing_inputs_message(self.missing_inputs(until))
+        if message:
+            raise InputError(message)
 
     # -- paths ------------------------------------------------------------------------------------------
     @property
@@ -395,9 +266,13 @@ class PipelineConfig(StageConfig):
         return _real_out(self.run_dir, self.real)
 
     @property
+    def run_folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def fake_out(self) -> Path:
         return Path(self.filter.out) if self.filter is not None and self.filter.out is not None \
-            else self.run_dir / "fake"
+            else self.run_folder.fake
 
     @property
     def publish_dir(self) -> Path | None:
@@ -406,16 +281,40 @@ class PipelineConfig(StageConfig):
             return None
         if self.publish.local_dir is not None:
             return Path(self.publish.local_dir)
-        return None if self.publish.push else self.run_dir / "publish"
+        return None if self.publish.push else self.run_folder.publish
 
     @property
     def finetune_out(self) -> Path:
-        return self.run_dir / "finetune"
+        return self.run_folder.finetune
 
     @property
     def report_out(self) -> Path | None:
         """RUN/report when there are two or more training runs (the report stage), else None."""
-        return self.run_dir / "report" if len(self.train) >= 2 else None
+        return self.run_folder.report if len(self.train) >= 2 else None
+
+    def stage_sections(self) -> list[tuple[str, str, StageConfig]]:
+        """``(step name, stage name, config as the stage runs it)`` for every stage of this pipeline, in order.
+
+        Each ``train.NAME`` run is a step of stage ``train``; ``publish`` writes ``RUN/publish`` unless it pushes
+        (or ``publish.local_dir`` says where)."""
+        out: list[tuple[str, str, StageConfig]] = [("real", "real", self.real)]
+        for name in ("caption", "prompts", "finetune", "generate", "annotate", "filter"):
+            section = getattr(self, name)
+            if section is not None:
+                out.append((name, name, section))
+        if self.publish is not None:
+            out.append(("publish", "publish", dataclasses.replace(self.publish, local_dir=self.publish_dir)))
+        out += [(f"train.{name}", "train", run) for name, run in self.train.items()]
+        if self.report is not None:
+            out.append(("report", "report", self.report))
+        return out
+
+    def describe(self, step: str) -> str:
+        """One line on what a step does, for ``--plan``."""
+        if step.startswith("train."):
+            run = self.train[step.split(".", 1)[1]]
+            return f"training run {step.split('.', 1)[1]!r} ({run.model}, mixing {run.mixing})"
+        return get_stage(step).summary
 
     def report_arguments(self) -> dict[str, Any]:
         """Keyword arguments of :func:`promptmix.training.report.compare_runs` / ``write_report`` for the
@@ -426,12 +325,12 @@ class PipelineConfig(StageConfig):
     def user_dict(self) -> dict[str, Any]:
         """The config as a user writes it: wired keys and unset optional sections left out."""
         out = self.to_dict()
-        for name, keys in WIRED.items():
+        for name in ("real", "caption", "prompts", "finetune", "generate", "filter", "train", "report"):
             sections = out.get(name)
             if not sections:
                 continue
             for sec in (sections.values() if name == "train" else [sections]):
-                for key in keys:
+                for key in wired_keys(name):
                     sec.pop(key, None)
         if self.finetune is not None:
             out["generate"].pop("model", None)
@@ -444,14 +343,7 @@ class PipelineConfig(StageConfig):
         return yaml.safe_dump(self.user_dict(), sort_keys=False)
 
 
-def _strip_flag(exc: Exception) -> str:
-    """``"--version: expected ..."`` -> ``"expected ..."`` (the config names the key itself)."""
-    import re
-
-    return re.sub(r"^--[\w-]+: ", "", str(exc))
-
-
-def _share_mvc_settings(finetune: MVCFinetuneConfig, finetune_raw: Mapping[str, Any],
+def _share_mvc_settings(finetune: FinetuneConfig, finetune_raw: Mapping[str, Any],
                         generate_raw: dict[str, Any]) -> dict[str, Any]:
     """``generate`` with the MVC settings of ``finetune`` (:data:`MVC_SHARED`) copied into ``generate.mvc`` where
     it leaves them out; a setting given in ``generate.mvc`` with another value than the generator was fine-tuned
@@ -481,19 +373,29 @@ def _norm(value: Any) -> str:
 def _real_out(run_dir: Path, real: RealConfig) -> Path:
     if real.builder == "folder":
         return Path(real.path)
-    return Path(real.out) if real.out is not None else run_dir / "real"
+    return Path(real.out) if real.out is not None else RunFolder(run_dir).real
 
 
 def _wiring(run_dir: Path, real: RealConfig, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The wired keys of each section: the paths under RUN/ (and the real dataset) that connect the stages."""
+    run = RunFolder(run_dir)
     real_out = _real_out(run_dir, real)
     flt = data.get("filter") or {}
-    fake_out = Path(flt["out"]) if flt.get("out") else run_dir / "fake"
+    fake_out = Path(flt["out"]) if flt.get("out") else run.fake
+
+    def prompts(with_captions: bool) -> dict[str, Any]:
+        # without captions the prompt bag reads the task, class names and source images from the real dataset
+        revision = real.revision if real.builder == "folder" else None
+        return {"real": None if with_captions else str(real_out), "real_revision": None if with_captions else revision,
+                "out": None}
+
     return {
         "real_out": real_out,
         "fake_out": fake_out,
         "caption": {"real": str(real_out)},
-        "finetune": {"captions": str(run_dir), "output_dir": str(run_dir / "finetune"), "real": str(real_out)},
-        "generate": {"prompts": str(run_dir / "prompts")},
+        "prompts": prompts,
+        "finetune": {"captions": str(run_dir), "output_dir": str(run.finetune), "real": str(real_out)},
+        "generate": {"prompts": str(run.prompts)},
     }
 
 
@@ -509,7 +411,19 @@ def load_config(path: str | Path, *, overrides: list[str] | None = None) -> Pipe
     try:
         return PipelineConfig.from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        culprit = _override_of(str(exc), overrides or [])
+        where = f" (from --set {culprit}, not from the file)" if culprit else ""
+        raise ConfigError(f"{path}: {exc}{where}") from None
+
+
+def _override_of(message: str, overrides: list[str]) -> str | None:
+    """The ``--set`` item whose key the error ``message`` is about (``generate.steps: expected ...``), if any."""
+    key = message.split(":", 1)[0].strip()
+    for item in reversed(overrides):
+        path = item.partition("=")[0].strip()
+        if key == path or key.startswith(path + ".") or key.startswith(path + "["):
+            return item
+    return None
 
 
 def apply_override(data: dict, item: str) -> None:

@@ -25,11 +25,21 @@ from typing import Any, Callable
 
 import yaml
 
+from ..run_folder import RunFolder
+
 REAL_MODELS = {
     "caption.model": "Salesforce/blip-image-captioning-base",
     "generate.model": "stabilityai/stable-diffusion-2-1-base",
-    "annotate.annotators": "[shtb:sasnet=SHHB.pth, shta:sasnet=SHHA.pth]   # authors' checkpoints",
+    "annotate.annotators": "[sasnet=checkpoints/SASNet_SHHB.pth]   # SASNet's released SHHB.pth (docs/DATASETS.md)",
 }
+#: the demo's settings are toy-sized (4 steps, 160 px, width_div 4, 10 epochs, cpu): a real run starts from this
+REAL_RUN = ("for a real run with the paper's settings (SD at the source size, 50 steps, k = 10, full-width "
+            "networks, 500 epochs, device auto), write the experiment's config and see the files it needs:",
+            "  promptmix init shtb            # -> promptmix_shtb.yaml, with links to ShanghaiTech and the SASNet "
+            "checkpoint",
+            "  promptmix init --list          # every paper experiment (ShanghaiTech A/B, UCF-QNRF, PANDA, NYU, MVC)")
+#: beside demo.yaml: the hash of the text the demo wrote, so an edited demo.yaml is told from an old generated one
+WRITTEN_HASH = ".demo.yaml.sha256"
 
 
 @dataclasses.dataclass
@@ -64,7 +74,7 @@ def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) 
                      "batch_size": 8, "device": "cpu"},
         "filter": {"keep_percent": s.keep_percent, "target": "counter-a"},
         "publish": {"repo_id": "local/promptmix-demo", "version": "0.1.0", "push": False,
-                    "local_dir": str(out / "run" / "publish"),
+                    "local_dir": str(RunFolder(out / "run").publish),
                     "notice": "Made by `promptmix demo` with tiny random models: the images and labels are noise."},
         "train": {
             "real-only": {**train_common, "mixing": "none"},
@@ -76,11 +86,14 @@ def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) 
 HEADER = """\
 # promptmix demo: the whole pipeline with tiny random models (offline, CPU).
 # Run it again with:   promptmix run {path}
-# To use real models, change one line per model, e.g.
+# Edit it freely: `promptmix demo` keeps an edited demo.yaml (delete it to get this one back).
+# The models can be swapped one line each, e.g.
 #   caption:  model: Salesforce/blip-image-captioning-base
 #   generate: model: stabilityai/stable-diffusion-2-1-base
-#   annotate: annotators: [shtb:sasnet=SHHB.pth, shta:sasnet=SHHA.pth]
-# and point real.root at the real ShanghaiTech download (see configs/promptmix_shtb.yaml).
+#   annotate: annotators: [sasnet=checkpoints/SASNet_SHHB.pth]   (SASNet's released SHHB.pth)
+# but the sizes here are toy ones (4 steps, max_side 160, width_div 4, 10 epochs, cpu). For a real run with the
+# paper's settings:  promptmix init shtb   (writes promptmix_shtb.yaml and lists the files it needs with links,
+# docs/DATASETS.md).
 """
 
 
@@ -101,15 +114,32 @@ def write_demo_inputs(out: str | Path, settings: DemoSettings | None = None) -> 
                                    quality=75)
     path = out / "demo.yaml"
     text = HEADER.format(path=path) + yaml.safe_dump(demo_config(out, models, raw, s), sort_keys=False)
-    write_text_atomic(path, text)
+    if not edited_config(path):
+        write_text_atomic(path, text)
+        write_text_atomic(out / WRITTEN_HASH, sha256_text(text) + "\n")
     return path
+
+
+def sha256_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def edited_config(path: Path) -> bool:
+    """``demo.yaml`` exists and is not the text the demo last wrote there (the user edited it)."""
+    if not path.is_file():
+        return False
+    stamp = path.parent / WRITTEN_HASH
+    written = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+    return sha256_text(path.read_text(encoding="utf-8")) != written
 
 
 def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | None = None, config_only: bool = False,
              echo: Callable[[str], None] = print) -> int:
     """Write the demo's inputs, run them through ``promptmix run``, print the results. Returns an exit code."""
     from .config import load_config
-    from .runner import run_pipeline
+    from .engine import run_pipeline
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
@@ -117,8 +147,10 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
     echo("  The models are random stand-ins, so the images, labels and numbers below mean nothing;")
     echo("  everything around them (caching, resume, schema, card, publishing, training) is the real code.")
     echo(f"writing tiny models, a ShanghaiTech-style raw dataset and the config under {out} ...")
+    kept = edited_config(out / "demo.yaml")
     config_path = write_demo_inputs(out, settings)
-    echo(f"  config: {config_path}")
+    echo(f"  config: {config_path}" + ("  (your edited version, kept; delete it to get the demo's own back)"
+                                        if kept else ""))
     if config_only:
         echo(f"run it with:  promptmix run {config_path}")
         return 0
@@ -127,11 +159,11 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
     result = run_pipeline(config, echo=echo)
     seconds = time.perf_counter() - t0
 
-    run_dir = Path(config.run_dir)
+    run = config.run_folder
     publish_dir = config.publish_dir
     echo("")
     echo("results (tiny random models, so the numbers are meaningless):")
-    from ..training.report import compare_runs
+    from ..training.report.report import compare_runs
 
     echo(compare_runs(**config.report_arguments()).table())
     filt = result.records.get("filter", {})
@@ -145,19 +177,20 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
              ("published dataset (v0.1.0)", publish_dir),
              ("fake dataset", config.fake_out),
              ("report", config.report_out / "report.md"),
-             ("metrics", run_dir / "train" / "real-only" / "metrics.json"),
-             ("", run_dir / "train" / "promptmix" / "metrics.json"),
-             ("run state", run_dir / "pipeline" / "state.json"),
+             ("metrics", run.train_run("real-only") / "metrics.json"),
+             ("", run.train_run("promptmix") / "metrics.json"),
+             ("run state", run.pipeline_state),
              ("config", config_path)]
     for label, path in paths:
         mark = "" if path.exists() else "  (missing)"
         echo(f"  {label:<27} {path}{mark}")
     echo("")
-    echo("to use real models, change one line per model in the config, e.g.:")
+    echo("to try real models in this toy config, change one line per model, e.g.:")
     for key, value in REAL_MODELS.items():
         echo(f"  {key}: {value}")
-    echo("and set real.root to a ShanghaiTech download; or start from configs/promptmix_shtb.yaml.")
+    for line in REAL_RUN:
+        echo(line)
     echo(f"demo finished in {seconds:.0f} s")
-    (run_dir / "pipeline" / "demo-summary.json").write_text(
+    (run.pipeline / "demo-summary.json").write_text(
         json.dumps({"seconds": round(seconds, 1), "records": result.records}, indent=2, default=str) + "\n")
     return 0

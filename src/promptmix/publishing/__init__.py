@@ -5,8 +5,15 @@ card, figures, ``provenance.json``), writes it to a local folder when asked and 
 commit tagged ``vX.Y.Z`` (:mod:`.publish`).
 """
 
-from .layout import RepoLayout, build_repo, read_provenance, stale_files
-from .publish import HubPublishError, PublishResult, VersionExistsError, parse_version, publish_run
+from ..utils.lazy import lazy_exports
 
-__all__ = ["HubPublishError", "PublishResult", "RepoLayout", "VersionExistsError", "build_repo", "parse_version",
-           "publish_run", "read_provenance", "stale_files"]
+
+_EXPORTS = {
+    "RepoLayout": ".layout", "build_repo": ".layout", "read_provenance": ".layout", "stale_files": ".layout",
+    "HubPublishError": ".publish", "PublishResult": ".publish", "VersionExistsError": ".publish", "parse_version":
+    ".publish", "publish_run": ".publish",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

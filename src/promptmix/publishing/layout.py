@@ -28,7 +28,9 @@ from typing import Any, Mapping, Sequence
 
 from ..dataset_cards.card import (ASSETS_DIR, LICENSE_FILE, PROVENANCE_FILE, CardInputs, card_context,
                                   card_from_context, license_file_text, make_card_figures)
-from ..utils.io import sha256_file, write_hub_layout, write_json_atomic, write_text_atomic
+from ..utils.hashing import sha256_file
+from ..utils.model_source import redact_local_paths
+from ..utils.io import write_hub_layout, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +61,16 @@ def list_files(root: Path) -> list[str]:
 def build_repo(inputs: CardInputs, root: str | Path, *, repo_id: str, version: str, branch: str | None = None,
                history: Sequence[Mapping[str, Any]] = (), license: str | None = None,
                pretty_name: str | None = None, notice: str | None = None, date: str | None = None,
-               publication: Mapping[str, Any] | None = None) -> RepoLayout:
+               publication: Mapping[str, Any] | None = None, local_path: str | None = None) -> RepoLayout:
     """Write the whole repository into ``root`` (an empty or new folder) and return its layout.
 
     ``history`` holds earlier versions (from the previous ``provenance.json``); ``publication`` is
     merged into the provenance file's ``publication`` record (e.g. the library versions publishing ran with).
+    ``local_path``: a local publication (never pushed) at that path: the card loads it from there.
+    ``provenance.json`` names local files and folders by their last part (with their hashes where the run
+    recorded them), never by this machine's absolute paths.
     """
-    from ..utils.manifest import library_versions
+    from ..run_folder import library_versions
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +78,7 @@ def build_repo(inputs: CardInputs, root: str | Path, *, repo_id: str, version: s
     figures = make_card_figures(inputs, root)
     ctx, metadata = card_context(inputs, repo_id=repo_id, version=version, figures=figures, history=history,
                                  license=license, pretty_name=pretty_name, notice=notice, date=date,
-                                 yaml_configs=yaml_configs)
+                                 yaml_configs=yaml_configs, local_path=local_path)
     card = card_from_context(ctx, metadata, inputs.configs)
     write_text_atomic(root / "README.md", card.content)
     if ctx["license_meta"]["license"] == "other" and ctx["license_meta"].get("license_link") == LICENSE_FILE:
@@ -86,10 +91,11 @@ def build_repo(inputs: CardInputs, root: str | Path, *, repo_id: str, version: s
                     "date": ctx["date"], "pretty_name": ctx["pretty_name"], "license": ctx["license_meta"],
                     "generator_license": ctx["generator_license"], "source_license": ctx["source_license"],
                     "task": inputs.task, "class_names": inputs.class_names, "configs": rows,
-                    "real_dataset": inputs.real_ref},
+                    "real_dataset": redact_local_paths(inputs.real_ref)},
         "publication": {"versions": library_versions(), **dict(publication or {})},
         "history": ctx["history"],
-        "run": {"path": str(inputs.run_dir), "captions_info": inputs.info, "manifest": inputs.manifest},
+        "run": redact_local_paths({"path": str(inputs.run_dir), "captions_info": inputs.info,
+                                   "manifest": inputs.manifest}),
         "files": {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in files},
     }
     write_json_atomic(root / PROVENANCE_FILE, provenance)

@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 REPO_TYPE = "dataset"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class VersionExistsError(PromptmixError):
@@ -57,6 +56,7 @@ class PublishResult:
     commit_oid: str | None = None
     commit_url: str | None = None
     deleted: list[str] = dataclasses.field(default_factory=list)  # stale files removed by the commit
+    local_card: bool = False  # a local publication: its card loads it from local_dir
 
     @property
     def url(self) -> str:
@@ -64,6 +64,8 @@ class PublishResult:
 
     @property
     def load_snippet(self) -> str:
+        if self.local_card and self.local_dir is not None:
+            return f'load_dataset("{Path(self.local_dir).resolve().as_posix()}")'
         return f'load_dataset("{self.repo_id}", revision="{self.tag}")'
 
 
@@ -76,7 +78,15 @@ def parse_version(version: str) -> str:
 
 
 def check_repo_id(repo_id: str) -> str:
-    if not _REPO_ID.match(repo_id or "") or ".." in repo_id or repo_id.endswith((".", "-")) or len(repo_id) > 96:
+    """``repo_id`` when it is ``ORG/NAME`` by the Hub's own rules (``huggingface_hub``'s ``validate_repo_id``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        ok = isinstance(repo_id, str) and repo_id.count("/") == 1
+    except HFValidationError:
+        ok = False
+    if not ok:
         raise InputError(f"--repo-id: expected ORG/NAME (letters, digits, '-', '_', '.'), e.g. me/promptmix-shtb; "
                          f"got {repo_id!r}")
     return repo_id
@@ -163,7 +173,7 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
                 private: bool = False, branch: str | None = None, dry_run: bool = False, force: bool = False,
                 token: str | None = None, notes: str | None = None, license: str | None = None,
                 pretty_name: str | None = None, notice: str | None = None, real: str | os.PathLike | None = None,
-                date: str | None = None) -> PublishResult:
+                date: str | None = None, local_card: bool = False) -> PublishResult:
     """Publish ``RUN/fake`` as version ``version`` of the Hub dataset ``repo_id``.
 
     Builds the repo (see :mod:`promptmix.publishing.layout`), writes it to ``local_dir`` atomically when
@@ -171,6 +181,10 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
     that commit ``v{version}``. ``notes`` go into the version history and the commit description;
     ``license`` overrides the derived license id; ``real`` overrides the real dataset recorded in the
     run; ``date`` (ISO) defaults to ``SOURCE_DATE_EPOCH`` or today.
+
+    ``local_card`` (with ``dry_run`` and ``local_dir``): the folder is a publication of its own, never pushed
+    (``promptmix run`` with ``publish.push: false``), so its card loads it by path instead of by a Hub id and a
+    tag; ``promptmix publish --dry-run`` keeps the Hub card, as a preview of the push.
 
     Raises :class:`VersionExistsError` when the tag exists (unless ``force``), :class:`InputError` for
     bad arguments or run folders, :class:`HubPublishError` when a Hub call fails.
@@ -205,8 +219,10 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
     rows_all = sum(len(d) for d in inputs.configs[inputs.all_config].values())
     date = resolve_date(date)
     history.append(history_entry(version, date, rows_kept, rows_all, notes))
+    local_card = bool(local_card and dry_run and local is not None)
     build = dict(inputs=inputs, repo_id=repo_id, version=version, branch=branch_name, history=history,
-                 license=license, pretty_name=pretty_name, notice=notice, date=date)
+                 license=license, pretty_name=pretty_name, notice=notice, date=date,
+                 local_path=local.resolve().as_posix() if local_card else None)
 
     if local is not None:
         with atomic_path(local) as tmp:
@@ -215,7 +231,7 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
         logger.info("wrote %d files to %s", len(layout.files), local)
         return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
                                private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
-                               local=local, run_dir=Path(run_dir))
+                               local=local, run_dir=Path(run_dir), local_card=local_card)
     with tempfile.TemporaryDirectory(prefix="promptmix-publish-") as tmp:
         layout = build_repo(root=Path(tmp) / "repo", **build)
         return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
@@ -225,9 +241,10 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
 
 def _push_or_report(layout: RepoLayout, api, state: _HubState | None, *, repo_id: str, version: str, tag: str,
                     branch: str | None, private: bool, dry_run: bool, force: bool, notes: str | None,
-                    secrets: list[str], local: Path | None, run_dir: Path) -> PublishResult:
+                    secrets: list[str], local: Path | None, run_dir: Path, local_card: bool = False) -> PublishResult:
     result = PublishResult(repo_id=repo_id, version=version, tag=tag, branch=branch or "main", files=layout.files,
-                           rows=layout.rows, license=layout.license, local_dir=local, dry_run=dry_run)
+                           rows=layout.rows, license=layout.license, local_dir=local, dry_run=dry_run,
+                           local_card=local_card)
     if dry_run:
         return result
     commit = _push(api, state, layout, repo_id=repo_id, version=version, tag=tag, branch=branch, private=private,
@@ -235,10 +252,10 @@ def _push_or_report(layout: RepoLayout, api, state: _HubState | None, *, repo_id
     result.pushed = True
     result.commit_oid = commit.oid
     result.commit_url = getattr(commit, "commit_url", None)
-    from ..utils.manifest import record_stage
+    from ..run_folder import RunFolder
 
     try:
-        record_stage(run_dir, "publish", {"repo_id": repo_id, "version": version, "tag": tag,
+        RunFolder(run_dir).record_stage("publish", {"repo_id": repo_id, "version": version, "tag": tag,
                                           "branch": result.branch, "commit": commit.oid, "files": len(layout.files)})
     except OSError as exc:  # a read-only run folder does not undo a publication
         logger.warning("could not record the publication in %s: %s", run_dir, exc)

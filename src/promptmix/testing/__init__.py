@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Sequence
 
 TINY_MODEL_KEYS = ("sd", "captioner", "counter_a", "counter_b", "depth", "classifier")
-EXTRA_MODEL_KEYS = ("clip", "pix2pix")  # written only when asked for in ``keys``
+#: written only when asked for in ``keys``: a CLIP model, an InstructPix2Pix pipeline, and one tiny pipeline of
+#: every text-to-image family (``_families.FAMILY_MODELS``: sd-v, sd-turbo, lcm, sdxl, sdxl-turbo, sd3, flux,
+#: flux-schnell, pixart, sana)
+EXTRA_MODEL_KEYS = ("clip", "pix2pix", "sd-v", "sd-turbo", "lcm", "sdxl", "sdxl-turbo", "sd3", "flux",
+                    "flux-schnell", "pixart", "sana")
 DEFAULT_CLASS_NAMES = ("cat", "dog", "bird")
 
 
@@ -23,11 +27,12 @@ def save_tiny_models(out_dir: str | Path, *, class_names: Sequence[str] = DEFAUL
     Keys: ``sd`` (Stable Diffusion pipeline folder), ``captioner`` (BLIP), ``counter_a`` and
     ``counter_b`` (two different crowd-counting architectures), ``depth`` (a transformers depth
     model), ``classifier`` (a transformers image classifier over ``class_names``). On request also
-    ``clip`` (a CLIP model for zero-shot annotation) and ``pix2pix`` (an InstructPix2Pix pipeline with
-    an 8-channel U-Net, as MVC fine-tuning writes).
+    ``clip`` (a CLIP model for zero-shot annotation), ``pix2pix`` (an InstructPix2Pix pipeline with
+    an 8-channel U-Net, as MVC fine-tuning writes) and the family pipelines of ``_families`` (SD 2.x
+    v-prediction, SD-Turbo, LCM, SDXL, SDXL-Turbo, SD3, Flux-dev, Flux-schnell, PixArt-Sigma, Sana).
     Folders that already hold a complete model are reused.
     """
-    from . import _annotators, _captioner, _diffusion
+    from . import _annotators, _captioner, _diffusion, _families
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +49,7 @@ def save_tiny_models(out_dir: str | Path, *, class_names: Sequence[str] = DEFAUL
         "classifier": lambda p: _annotators.save_tiny_classifier(p, class_names=class_names, seed=seed),
         "clip": lambda p: _annotators.save_tiny_clip(p, seed=seed),
         "pix2pix": lambda p: _diffusion.save_tiny_pix2pix(p, seed=seed),
+        **{key: (lambda p, w=w: w(p, seed)) for key, w in _families.WRITERS.items()},
     }
     out = {}
     for key in keys:

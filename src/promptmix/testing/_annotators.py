@@ -21,7 +21,7 @@ def save_tiny_counter(path: str | Path, arch: str = "csrnet", seed: int = 0) -> 
     The output layer's bias is set to a small positive value that depends on ``seed`` so that the
     random network predicts a non-zero crowd (DM-Count ends in a ReLU) and two seeds disagree.
     """
-    from ..annotation.counting import CounterConfig, build_counter, save_counter
+    from ..models.counting import CounterConfig, build_counter, save_counter
 
     config = CounterConfig.default(arch, width_div=TINY_COUNTER_WIDTH_DIV[arch])
     torch.manual_seed(seed)
@@ -107,10 +107,11 @@ def write_generated_run(run_dir: str | Path, images: Sequence, *, task: str = "c
     import io
 
     from .. import schema as S
-    from ..generation.run_folder import images_dir, write_chunk
+    from ..generation.generate.plan import PLAN_FILE, chunk_table
+    from ..run_folder import RunFolder
     from ..utils.io import write_json_atomic
 
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     rows = []
     for i, im in enumerate(images):
         buf = io.BytesIO()
@@ -123,8 +124,8 @@ def write_generated_run(run_dir: str | Path, images: Sequence, *, task: str = "c
                      S.CONDITIONING_IMAGE_ID: None})
     starts = range(0, len(rows), chunk_size)
     for c, start in enumerate(starts):
-        write_chunk(run_dir, c, rows[start:start + chunk_size])
-    write_json_atomic(images_dir(run_dir) / "plan.json", {
+        run.image_chunks().write(c, chunk_table(rows[start:start + chunk_size]))
+    write_json_atomic(run.images / PLAN_FILE, {
         "num_rows": len(rows), "num_chunks": len(starts), "chunk_size": chunk_size, "task": task,
         "class_names": list(class_names) if task == "classification" else None})
-    return run_dir
+    return run.root

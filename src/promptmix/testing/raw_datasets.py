@@ -9,6 +9,8 @@ the docs' "Real datasets" section):
   People are drawn procedurally (a body and a round head, several colours) on varied backgrounds
   with perspective (smaller further away); the head points are the exact head centres.
 - :func:`write_ucf_qnrf_raw`: ``Train/img_0001.jpg`` + ``img_0001_ann.mat`` (``annPoints``), ``Test/...``.
+- :func:`write_panda_crowd_raw`: ``image_train/<scene>/IMG_<scene>_<n>.jpg`` and ``image_annos/*.json`` with a
+  normalised ``tl``/``br`` head box per person (the PANDA toolkit's layout), a few ignore regions among them.
 - :func:`write_nyu_labeled_mat`: the labeled NYU Depth V2 ``.mat`` (MATLAB v7.3 = HDF5) with
   ``images`` (N, 3, W, H) uint8, ``depths`` (N, W, H) float32 metres and ``scenes`` /
   ``sceneTypes`` as object references to uint16 character arrays.
@@ -63,11 +65,12 @@ def _head_radius(y: float, h: int, horizon: float, near: float) -> float:
 
 
 def draw_crowd(rng: np.random.Generator, size: tuple[int, int], n_people: int, *,
-               off_frame: int = 0) -> tuple[Image.Image, np.ndarray]:
+               off_frame: int = 0, radii: list | None = None) -> tuple[Image.Image, np.ndarray]:
     """An RGB crowd picture of ``size`` (W, H) and the (N, 2) float64 (x, y) head centres.
 
     People are placed below a random horizon, drawn far to near so nearer ones occlude;
     ``off_frame`` extra heads are placed up to 0.9 px outside the frame (as in real annotations).
+    ``radii``, when given a list, receives each head's drawn radius (in the order of the centres).
     """
     w, h = size
     horizon = float(rng.uniform(0.15, 0.45) * h)
@@ -86,6 +89,8 @@ def draw_crowd(rng: np.random.Generator, size: tuple[int, int], n_people: int, *
                 np.where(side[:, None] == 2, np.stack([along * w, -out], 1), np.stack([along * w, h + out], 1))))
         heads = np.concatenate([heads, extra])
     order = np.argsort(heads[:, 1], kind="stable")
+    if radii is not None:
+        radii[:] = [float(_head_radius(y, h, horizon, near)) for _, y in heads]
     for i in order:
         x, y = heads[i]
         r = _head_radius(y, h, horizon, near)
@@ -174,6 +179,50 @@ def write_ucf_qnrf_raw(root: str | Path, n_train: int = 4, n_test: int = 2,
             im, pts = draw_crowd(rng, size, int(rng.integers(people[0], people[1] + 1)), off_frame=off_frame)
             _save_jpeg(im, folder / f"img_{i:04d}.jpg", quality)
             scipy.io.savemat(folder / f"img_{i:04d}_ann.mat", {"annPoints": pts.astype(np.float64)})
+    return root
+
+
+PANDA_SCENES = ("01_Airport", "02_Marathon", "03_Graduation_Ceremony")
+
+
+def write_panda_crowd_raw(root: str | Path, n_images: int = 45, size: tuple[int, int] = (320, 180),
+                          seed: int = 0, quality: int = 90, people: tuple[int, int] = (20, 80),
+                          ignore_regions: int = 1, annotation_file: str = "crowd_head_bbox.json") -> Path:
+    """Write a small PANDA-Crowd download under ``root`` and return ``root``.
+
+    ``root/image_train/<scene>/IMG_<k>_<i>.jpg`` (``n_images`` spread over three scenes, like the release's
+    airport, marathon and graduation ceremony) and ``root/image_annos/<annotation_file>``: a JSON object
+    mapping ``"<scene>/<file>"`` to ``{"image id", "image size": {"height", "width"}, "objects list"}``, one
+    ``{"category": "person", "rect": {"tl": {"x", "y"}, "br": {"x", "y"}}}`` head box per drawn person with
+    coordinates normalised by the image size, plus ``ignore_regions`` ``{"category": "ignore", ...}`` regions
+    per image. The head box is the drawn head's square (centre +- radius).
+    """
+    import json
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    annos: dict = {}
+    for i in range(n_images):
+        scene = PANDA_SCENES[i % len(PANDA_SCENES)]
+        folder = root / "image_train" / scene
+        folder.mkdir(parents=True, exist_ok=True)
+        radii: list = []
+        im, heads = draw_crowd(rng, size, int(rng.integers(people[0], people[1] + 1)), radii=radii)
+        name = f"IMG_{scene[:2]}_{i // len(PANDA_SCENES) + 1:02d}.jpg"
+        _save_jpeg(im, folder / name, quality)
+        objects = []
+        for (x, y), r in zip(heads, radii):
+            objects.append({"category": "person", "rect": {"tl": {"x": (x - r) / w, "y": (y - r) / h},
+                                                           "br": {"x": (x + r) / w, "y": (y + r) / h}}})
+        for _ in range(ignore_regions):
+            x0, y0 = rng.uniform(0, 0.8), rng.uniform(0, 0.3)
+            objects.append({"category": "ignore", "rect": {"tl": {"x": x0, "y": y0},
+                                                           "br": {"x": x0 + 0.1, "y": y0 + 0.1}}})
+        annos[f"{scene}/{name}"] = {"image id": i + 1, "image size": {"height": h, "width": w},
+                                    "objects list": objects}
+    (root / "image_annos").mkdir(parents=True, exist_ok=True)
+    (root / "image_annos" / annotation_file).write_text(json.dumps(annos, indent=1), encoding="utf-8")
     return root
 
 

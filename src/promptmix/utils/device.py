@@ -1,17 +1,26 @@
-"""Device and dtype choice: fp16 and batching on CUDA, fp32 on CPU."""
+"""Device and dtype choice: fp16 and batching on CUDA, fp32 on CPU.
+
+torch is imported when a device is picked, not when this module is (configs import the dtype names).
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+if TYPE_CHECKING:
+    import torch
+
+_DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+                  "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DTYPE_NAMES = ("auto", *_DTYPE_ALIASES)
 
 
-def pick_device(device: str | None = None) -> torch.device:
+def pick_device(device: str | None = None) -> "torch.device":
     """``None``/"auto" picks CUDA when available, then MPS, else CPU."""
+    import torch
+
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -34,11 +43,34 @@ def pick_device(device: str | None = None) -> torch.device:
     return dev
 
 
-def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+def _dtype_name(dtype: str) -> str:
+    try:
+        return _DTYPE_ALIASES[dtype]
+    except (KeyError, TypeError):
+        raise ConfigError(f"dtype: expected one of auto, {', '.join(sorted(_DTYPE_ALIASES))}; got {dtype!r}") from None
+
+
+def pick_dtype(dtype: str | None, device: "torch.device") -> "torch.dtype":
     """``None``/"auto" gives float16 on CUDA and float32 elsewhere."""
+    import torch
+
     if dtype in (None, "", "auto"):
         return torch.float16 if device.type == "cuda" else torch.float32
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ConfigError(f"dtype: expected one of auto, {', '.join(sorted(_DTYPES))}; got {dtype!r}") from None
+    return getattr(torch, _dtype_name(dtype))
+
+
+def device_type(device: str | None = None) -> str:
+    """The kind of device ``device`` names ("cuda", "mps", "cpu"), without checking it exists (for cache keys)."""
+    if device in (None, "", "auto"):
+        return pick_device(None).type
+    text = str(device)
+    return text.split(":", 1)[0] if text.split(":", 1)[0] in ("cuda", "mps", "cpu", "xpu") else text
+
+
+def effective_dtype(dtype: str | None, device: str | None = None) -> str:
+    """The dtype a stage computes in, by name ("float16", "float32", "bfloat16"): ``auto``/None resolved for the
+    device (float16 on CUDA, float32 elsewhere), aliases ("fp16") spelled out. What cache keys hold, so a CPU
+    run and a GPU run of the same config do not share cached outputs."""
+    if dtype in (None, "", "auto"):
+        return "float16" if device_type(device) == "cuda" else "float32"
+    return _dtype_name(dtype)

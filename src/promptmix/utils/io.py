@@ -8,16 +8,17 @@ in a temporary sibling folder and moved into place at the end.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
+
+from .hashing import content_fingerprint, sha256_file, stable_hash
 
 PARQUET_MAX_ROWS_PER_SHARD = 1000
 
@@ -97,27 +98,6 @@ def write_split_shards(dataset, folder: Path, prefix: str, max_rows: int = PARQU
     return paths
 
 
-def hash_file_into(h, path: str | os.PathLike, chunk: int = 1 << 20):
-    """Feed a file's bytes into the hash object ``h`` in blocks (large files never sit in memory)."""
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file's bytes."""
-    return hash_file_into(hashlib.sha256(), path).hexdigest()
-
-
-def content_fingerprint(paths: list[Path], length: int = 8) -> str:
-    """A short sha256 of the given files' bytes, in order."""
-    h = hashlib.sha256()
-    for p in paths:
-        hash_file_into(h, p)
-    return h.hexdigest()[:length]
-
-
 def hub_yaml_configs(configs: Mapping[str, Mapping[str, Any]], default: str,
                      fingerprints: Mapping[tuple[str, str], str] | None = None) -> list[dict]:
     """The README ``configs:`` YAML list for ``{config_name: {split: dataset}}`` laid out by :func:`write_hub_layout`."""
@@ -194,3 +174,39 @@ def write_hub_folder(out_dir: str | os.PathLike, configs: Mapping[str, Mapping[s
         if not (extra_files and "README.md" in extra_files):
             (tmp / "README.md").write_text(render_readme(meta, body or f"# {out_dir.name}\n"), encoding="utf-8")
     return out_dir
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.PathLike | None = None) -> str:
+    """A content hash of files and folders (recursively), cached by (size, mtime) in ``cache_file``.
+
+    Raw downloads are read once; later runs only ``stat`` them unless a file changed.
+    """
+    from ..errors import InputError
+
+    cache: dict[str, list] = {}
+    if cache_file and Path(cache_file).exists():
+        try:
+            cache = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            cache = {}
+    entries = []
+    fresh: dict[str, list] = {}
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise InputError(f"{root} does not exist")
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for f in files:
+            st = f.stat()
+            ck = str(f.resolve())
+            hit = cache.get(ck)
+            if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+                digest = hit[2]
+            else:
+                digest = sha256_file(f)
+            fresh[ck] = [st.st_size, st.st_mtime_ns, digest]
+            rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+            entries.append([rel, digest])
+    if cache_file:
+        write_json_atomic(cache_file, {**cache, **fresh})
+    return stable_hash(entries, length=32)

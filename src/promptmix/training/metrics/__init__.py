@@ -18,8 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("counting_error", "depth_metrics", "classification_accuracy")
-TASK_METRIC = {"counting": "counting_error", "depth": "depth_metrics", "classification": "classification_accuracy"}
+METRIC_NAMES = ("counting_error", "depth_metrics", "classification_accuracy")  # each task names its own
 
 
 def metric_path(name: str) -> Path:

@@ -1,0 +1,127 @@
+"""The counting annotator: a released crowd counter (CSRNet, DM-Count, SASNet) labelling generated images.
+
+The networks, their folder format (``config.json`` + ``model.safetensors``) and the loading of the authors'
+own checkpoints live in :mod:`promptmix.models.counting`; this module runs them over images and registers
+the kinds ``csrnet``, ``dmcount`` and ``sasnet`` (``--annotator ARCH=CHECKPOINT_FILE`` or a folder / Hub id).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import InputError
+from ...models.counting import (WEIGHTS_NAME, CounterConfig, load_counter_checkpoint,
+                                load_counter_folder, predict_density, read_counter_config, to_pixels)
+from .base import Annotator, group_by_size
+
+logger = logging.getLogger(__name__)
+
+
+class CountingAnnotator(Annotator):
+    """A crowd counter: density map (float16, at the network's output resolution) and its sum.
+
+    Images of different sizes are grouped by size and each group runs in batches of
+    ``batch_size`` (no resizing: the counters are fully convolutional and the map keeps its
+    geometry). A map or count that is NaN/inf gives ``ok=False``.
+    """
+
+    task = "counting"
+
+    def __init__(self, name: str, *, folder: str | Path | None = None, architecture: str | None = None,
+                 checkpoint: str | Path | None = None, source: dict | None = None, **kwargs: Any):
+        super().__init__(name, **kwargs)
+        if (folder is None) == (checkpoint is None):
+            raise ValueError("give exactly one of folder or checkpoint")
+        self.folder = Path(folder) if folder is not None else None
+        self.architecture = architecture
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.source = source or {}
+        self.config = (read_counter_config(self.folder) if self.folder is not None
+                       else CounterConfig.default(architecture))
+        self.model: nn.Module | None = None
+
+    @property
+    def output_stride(self) -> int:
+        return self.config.output_stride
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        if self.folder is not None:
+            model, self.config = load_counter_folder(self.folder)
+        else:
+            model, self.config = load_counter_checkpoint(self.architecture, self.checkpoint)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self._mean = torch.tensor(self.config.image_mean)
+        self._std = torch.tensor(self.config.image_std)
+
+    def unload(self) -> None:
+        self.model = None
+        super().unload()
+
+    def record(self) -> dict:
+        from ...utils.hashing import sha256_file
+
+        rec = super().record()
+        rec.update({"architecture": self.config.architecture, "output_stride": self.config.output_stride,
+                    "width_div": self.config.width_div, "density_scale": self.config.density_scale, **self.source})
+        weights = self.checkpoint if self.checkpoint is not None else self.folder / WEIGHTS_NAME
+        rec["weights_sha256"] = sha256_file(weights)
+        if self.config.architecture in IMPLEMENTATION:  # labels made by an earlier, wrong forward pass differ
+            rec["implementation"] = IMPLEMENTATION[self.config.architecture]
+        return rec
+
+    @torch.inference_mode()
+    def annotate(self, images: list) -> list[dict]:
+        self.load()
+        out: list[dict | None] = [None] * len(images)
+        for idx in group_by_size(images, self.batch_size):
+            pixels = to_pixels([images[i] for i in idx], self._mean, self._std).to(self.device, self.dtype)
+            dens = predict_density(self.model, self.config, pixels).float().cpu().numpy()
+            for i, d in zip(idx, dens):
+                d16 = d.astype(np.float16)
+                count = float(d.sum(dtype=np.float64))
+                ok = bool(np.isfinite(d16).all() and np.isfinite(count))
+                out[i] = {"count": count, "density": d16, "ok": ok}
+        return out  # type: ignore[return-value]
+
+
+#: versions of a network's forward pass that changed its labels (an annotation folder made by another version is
+#: refused by `promptmix annotate`): SASNet 2 has the authors' ReLU at the end of its density heads
+IMPLEMENTATION = {"sasnet": 2}
+
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors", ".pkl")
+
+
+def _counting_factory(arch: str):
+    def from_spec(arg: str, *, name: str, revision: str | None = None, resolved: Any = None,
+                  **kwargs: Any) -> CountingAnnotator:
+        from ...utils.model_source import resolve_model
+
+        p = Path(arg).expanduser()
+        if p.is_file():
+            return CountingAnnotator(name, architecture=arch, checkpoint=p,
+                                     source={"checkpoint": p.name}, **kwargs)
+        if p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.name.endswith(".pth.tar"):
+            raise InputError(f"{arch} checkpoint {arg!r} does not exist")
+        src = resolved or resolve_model(arg, revision, what="annotator")  # a folder, or a Hub repo in our format
+        folder = Path(src.path)
+        cfg = read_counter_config(folder)
+        if cfg.architecture != arch:
+            raise InputError(f"{arg}: config.json names architecture {cfg.architecture!r}, not {arch!r}")
+        return CountingAnnotator(name, folder=folder, source={"model": src.record()}, **kwargs)
+
+    from_spec.__doc__ = f"``{arch}=CHECKPOINT_FILE`` (an author's checkpoint), ``{arch}=FOLDER`` or a Hub id."
+    return from_spec
+
+
+csrnet_from_spec = _counting_factory("csrnet")
+dmcount_from_spec = _counting_factory("dmcount")
+sasnet_from_spec = _counting_factory("sasnet")
+

@@ -1,0 +1,1 @@
+"""PromptMix prompt filtering (Section III, optional last stage): :mod:`.config`, :mod:`.filtering`."""
