@@ -192,8 +192,10 @@ def test_wrong_rows_without_a_footer_are_found_by_their_repeated_ids(run):
     store = RunFolder(run).image_chunks()
     table = pq.read_table(store.path(0)).replace_schema_metadata({})
     pq.write_table(table, store.path(1))
-    with pytest.raises(InputError, match=r"chunk-000001\.parquet holds row 'p0-00000', which .*chunk-000000\.parquet "
-                                         r"holds too"):
+    repeated = r"chunk-000001\.parquet holds row 'p0-00000', which .*chunk-000000\.parquet holds too"
+    with pytest.raises(InputError, match=repeated):  # before: annotated, then 2 rows twice and 2 missing, exit 0
+        annotate_run(run, SPECS, device="cpu")
+    with pytest.raises(InputError, match=repeated):
         filter_run(run, FilterConfig(keep_percent=100))
 
 
