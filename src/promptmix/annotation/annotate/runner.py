@@ -299,7 +299,7 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
                             raise InputError(f"{images.path(c)} changed while it was annotated; rerun "
                                              "`promptmix annotate` when generation has finished")
                         ds = _rows_to_dataset(task, row_ids, outputs, name)
-                        store.write(c, ds, footer={IMAGE_SHA256: image_sha[c], IMAGE_CHUNK: images.path(c).name})
+                        store.write(c, ds, footer=label_footer(images.path(c), image_sha[c]))
                         summary.chunks_written += 1
                         summary.rows += len(row_ids)
                         summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
@@ -315,6 +315,11 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
     if state.is_main_process:
         _record(run, task, records, chunks, batch_size=batch_size, device=device, dtype=dtype)
     return report
+
+
+def label_footer(image_path: Path, image_sha256: str | None = None) -> dict[str, str]:
+    """The footer keys of the annotation chunk that labels the image chunk at ``image_path``: its sha256 and name."""
+    return {IMAGE_SHA256: image_sha256 or sha256_file(image_path), IMAGE_CHUNK: Path(image_path).name}
 
 
 def label_problem(store, chunk: int, row_ids: Sequence[str], image_sha256: str, image_path: Path) -> str | None:
