@@ -291,6 +291,12 @@ def _poison_map(key, value):
     return mutate
 
 
+def _negate_map(key):
+    def mutate(rows):
+        rows[2][key] = (-np.asarray(rows[2][key], dtype=np.float32)).tolist()
+    return mutate
+
+
 def _resize_map(key):
     def mutate(rows):
         rows[1][key] = np.ones((96, 128), np.float32).tolist()  # twice the image's size: fits no output stride
@@ -305,11 +311,11 @@ def _wrong_image(rows):
 
 @pytest.mark.parametrize("task,mutate,problem", [
     ("counting", _poison_map(S.DENSITY, np.nan), r"row (\S+): its density map holds 1 NaN/inf values"),
-    ("counting", _poison_map(S.DENSITY, -3.0), r"row (\S+): its density map holds 1 negative values"),
+    ("counting", _negate_map(S.DENSITY), r"row (\S+): its density map is negative: \d+ values below 0"),
     ("counting", _resize_map(S.DENSITY), r"row (\S+): its density map is 96x128 \(HxW\), which fits no output stride"),
     ("counting", _wrong_image, r"row (\S+): its image is 40x30 but the row says 64x48"),
     ("depth", _poison_map(S.DEPTH, np.inf), r"row (\S+): its depth map holds 1 NaN/inf values"),
-    ("depth", _poison_map(S.DEPTH, -1.0), r"row (\S+): its depth map holds 1 negative values"),
+    ("depth", _negate_map(S.DEPTH), r"row (\S+): its depth map is negative: \d+ values below 0"),
 ], ids=["nan", "negative", "map-size", "image-size", "depth-inf", "depth-negative"])
 def test_poisoned_fake_targets_are_refused_naming_the_row(tmp_path, task, mutate, problem):
     from promptmix.testing.synthetic import write_real_dataset
@@ -336,6 +342,12 @@ def test_a_clean_fake_set_loads(tmp_path):
     data = load_training_data(TrainConfig(task="depth", real=str(real), fake=str(fake), mixing="fake-only",
                                           output_dir=str(tmp_path / "o")))
     assert len(data.fake) == 3
+    # counting maps with the small negative noise of a network without a final ReLU (CSRNet) load too
+    creal = write_real_dataset(tmp_path / "creal", "counting", sizes={"train": 2, "validation": 1, "test": 1})
+    cfake = _write_fake(tmp_path / "cfake", "counting", _poison_map(S.DENSITY, -0.004))
+    data = load_training_data(TrainConfig(task="counting", real=str(creal), fake=str(cfake), mixing="fake-only",
+                                          output_dir=str(tmp_path / "o2")))
+    assert len(data.fake) == 4
 
 
 def test_r_mix_0_with_promptmix_mixing_is_a_config_error():
