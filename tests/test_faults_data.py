@@ -259,6 +259,8 @@ def test_promptmix_run_does_not_trust_a_cached_stage_whose_chunks_are_damaged(tm
     store = run.image_chunks()
     original = store.path(0).read_bytes()
     _truncate(store.path(0))
+    planned = run_stages(run, steps(), plan_only=True)
+    assert planned[0].reason == "outputs not intact; redoes the bad chunks"
     results = run_stages(run, steps())
     assert [(r.status, r.reason) for r in results][0] == (RAN, "resumed") and results[1].status == RAN
     assert store.path(0).read_bytes() == original and (store.folder / "chunk-000000.parquet.bad").exists()

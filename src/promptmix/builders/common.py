@@ -35,6 +35,7 @@ import logging
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -242,7 +243,9 @@ def read_image(source: str | Path | bytes, *, name: str | None = None, filename:
     if not data:
         raise BadItem(f"{label}: image file is empty")
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # our own limit (below PIL's warning) is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:  # above PIL's own limit: refused from the header, as ours
         size = re.search(r"(\d+) pixels", str(exc))
         raise BadItem(f"{label}: its header claims {size.group(1) if size else 'more than 179M'} pixels, above the "

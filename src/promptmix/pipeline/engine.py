@@ -513,6 +513,8 @@ def _plan(run: RunFolder, stages: Sequence[Step], groups: list[str], i_from: int
             reason = _PLAN_REASONS[status] if rec else "new"
             if status is Status.RESUMABLE and holder:
                 reason = "running now in another process (the run folder is locked)"
+            elif status is Status.RESUMABLE and rec and rec.get("status") == "done" and step.problems():
+                reason = "outputs not intact; redoes the bad chunks"
             result = StageResult(step.name, PLANNED, key, reason=reason)
         results.append(result)
         say(result.line(width))
