@@ -7,7 +7,13 @@
 
 Annotation chunk ``c`` holds exactly the rows of ``RUN/images/chunk-c``; it is written under a
 temporary name and renamed when complete, so a rerun skips finished chunks and redoes at most
-the ones in flight. Under ``accelerate launch`` / ``torchrun`` chunk ``c`` is done by rank
+the ones in flight. Its footer records the sha256 of the image chunk it labelled
+(``promptmix.image_sha256``, with ``promptmix.image_chunk`` its file name): a rerun counts a chunk as
+done only when it opens, holds the image chunk's row ids and labels that very file. One that does not
+(truncated, wrong rows, images regenerated since, or written before this was recorded) is moved aside
+(``chunk-NNNNNN.parquet.bad``, never deleted) with a warning naming why, and annotated again. An image
+chunk that is unreadable, holds the wrong number of rows or repeats another chunk's rows is an error
+(:func:`~promptmix.generation.generate.plan.generated_row_ids`). Under ``accelerate launch`` / ``torchrun`` chunk ``c`` is done by rank
 ``c % world_size`` (as in generation), so the union of ranks equals a one-process run.
 """
 
@@ -27,6 +33,7 @@ from ... import schema as S
 from ...errors import ConfigError, InputError
 from ...run_folder import RunFolder
 from ...tasks import get_task
+from ...utils.hashing import sha256_file
 from ...utils.io import write_json_atomic
 from ...utils.progress import progress
 from ..annotators.registry import build_annotator, default_name, parse_spec
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 ANNOTATOR_JSON = "annotator.json"
 STAGE = "annotate"
+IMAGE_SHA256 = "image_sha256"  # footer key (``promptmix.image_sha256``) of an annotation chunk: what it labelled
+IMAGE_CHUNK = "image_chunk"
 _IDENTITY_KEYS = ("task", "kind", "architecture", "weights_sha256", "class_names", "template", "dtype",
                   "implementation")
 
@@ -252,13 +261,22 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
 
     report = AnnotateReport(run_dir=run.root, task=task, annotators=[])
     records = []
+    from ...generation.generate.plan import generated_row_ids
+
+    expected = generated_row_ids(run, chunks)  # every image chunk checked (readable, planned rows, no repeats)
     mine = [c for c, _ in chunks if c % world == rank]
-    expected = {c: images.row_ids(c, S.ROW_ID) for c in mine}
+    image_sha = {c: sha256_file(images.path(c)) for c in mine}
     for ann, folder, record in prepared:
         name = ann.name
         store = run.annotation_chunks(name)
         summary = AnnotatorSummary(name=name, task=task, folder=folder)
-        todo = [c for c in mine if not store.is_complete(c, expected[c], column=S.ROW_ID)]
+        todo = []
+        for c in mine:
+            why = label_problem(store, c, expected[c], image_sha[c], images.path(c))
+            if why is not None:
+                if store.exists(c):
+                    store.set_aside(c, why)
+                todo.append(c)
         summary.chunks_skipped = len(mine) - len(todo)
         if todo:
             # load before writing annotator.json: weights that cannot load must leave no registered annotator
@@ -277,8 +295,11 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
                         for start in range(0, len(pil_images), step):
                             outputs.extend(ann.annotate(pil_images[start:start + step]))
                             bar.update(len(pil_images[start:start + step]))
+                        if row_ids != expected[c]:
+                            raise InputError(f"{images.path(c)} changed while it was annotated; rerun "
+                                             "`promptmix annotate` when generation has finished")
                         ds = _rows_to_dataset(task, row_ids, outputs, name)
-                        store.write(c, ds)
+                        store.write(c, ds, footer=label_footer(images.path(c), image_sha[c]))
                         summary.chunks_written += 1
                         summary.rows += len(row_ids)
                         summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
@@ -294,6 +315,27 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
     if state.is_main_process:
         _record(run, task, records, chunks, batch_size=batch_size, device=device, dtype=dtype)
     return report
+
+
+def label_footer(image_path: Path, image_sha256: str | None = None) -> dict[str, str]:
+    """The footer keys of the annotation chunk that labels the image chunk at ``image_path``: its sha256 and name."""
+    return {IMAGE_SHA256: image_sha256 or sha256_file(image_path), IMAGE_CHUNK: Path(image_path).name}
+
+
+def label_problem(store, chunk: int, row_ids: Sequence[str], image_sha256: str, image_path: Path) -> str | None:
+    """Why annotation chunk ``chunk`` of ``store`` is not the labels of the image chunk at ``image_path`` (whose rows
+    are ``row_ids`` and whose sha256 is ``image_sha256``), or None when it is."""
+    why = store.problem(chunk, row_ids, column=S.ROW_ID)
+    if why is not None:
+        return why
+    labelled = (store.footer(chunk) or {}).get(IMAGE_SHA256)
+    if labelled is None:
+        return (f"does not record which image chunk it labelled (written by an older promptmix), so it may label "
+                f"other images than {image_path}")
+    if labelled != image_sha256:
+        return (f"labels another version of {image_path} (sha256 {labelled[:12]}... when annotated, "
+                f"{image_sha256[:12]}... now: the images were generated again since)")
+    return None
 
 
 def _record(run: RunFolder, task: str, records: list[dict], chunks: list, **runtime: Any) -> None:

@@ -17,6 +17,15 @@ Training targets:
   with the image; zero marks invalid pixels.
 * classification: the class index (fake rows' ``label``, or the chosen annotator's prediction).
 
+Fake rows are checked when they load (:func:`check_fake_rows`, for any ``--fake``: a ``promptmix filter``
+folder, a publication or a Hub id): a map target must be a 2-D array of finite, non-negative numbers
+(negative noise up to 5 % of the positive mass is accepted, and for counting up to half a head: CSRNet's
+output has no final ReLU) whose shape is the image's ``(height, width)`` or a grid of an integer output stride over it
+(:func:`promptmix.density.infer_stride`: ``H // s`` or ``ceil(H / s)`` cells, as annotators write); a
+class label must be one of the classes; the image's own size (its header) must equal the row's
+``width`` and ``height``. A row that fails is an :class:`InputError` naming its ``row_id`` and the
+problem (the first rows and how many fail).
+
 Images are normalised with the ImageNet mean and standard deviation. A batch is a list of groups
 of same-sized samples (:func:`collate`), so images of different sizes can share a batch.
 """
@@ -163,6 +172,126 @@ def check_fake(fake: Dataset, task: str, ref: str, class_names: Sequence[str] | 
     return fake
 
 
+#: a map's negative values are noise (CSRNet has no final ReLU; bicubic resizing overshoots) up to this share of its
+#: positive mass; beyond it (and, for counting, beyond half a head) the map is refused as poisoned
+NEGATIVE_SHARE = 0.05
+NEGATIVE_HEADS = 0.5
+
+
+def _as_map(value: Any) -> np.ndarray | None:
+    """A 2-D float32 array from a stored map (nested lists, an array, or NumPy's object arrays of rows)."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return np.stack([np.asarray(r, dtype=np.float32) for r in value]) if len(value) else np.zeros((0, 0),
+                                                                                                       np.float32)
+    return np.asarray(value, dtype=np.float32)
+
+
+def fake_target_problem(task: str, target: Any, width: int | None, height: int | None,
+                        image_size: tuple[int, int] | None = None, num_classes: int | None = None) -> str | None:
+    """Why one fake row cannot be trained on, or None.
+
+    ``target``: the row's training target (a map for counting and depth, a class index for classification);
+    ``width`` / ``height``: the row's columns (None: not stored); ``image_size``: ``(width, height)`` from the
+    image's header (None: not checked). The rules are the module docstring's.
+    """
+    from ...density import infer_stride
+
+    if image_size is not None and width is not None and height is not None \
+            and tuple(int(v) for v in image_size) != (int(width), int(height)):
+        return f"its image is {image_size[0]}x{image_size[1]} but the row says {width}x{height}"
+    if get_task(task).annotation_map is None:  # a class label
+        if target is None:
+            return "no label"
+        label = int(target)
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            return f"label {label} is not a class index (0 .. {(num_classes or 1) - 1})"
+        return None
+    try:
+        arr = _as_map(target)
+    except (TypeError, ValueError) as exc:
+        return f"its {get_task(task).fake_target} map is not a 2-D array of numbers ({exc})"
+    if arr is None:
+        return f"no {get_task(task).fake_target} map"
+    if arr.ndim != 2 or arr.size == 0:
+        return f"its {get_task(task).fake_target} map has shape {arr.shape}; expected a non-empty 2-D map"
+    if not np.isfinite(arr).all():
+        n = int((~np.isfinite(arr)).sum())
+        return f"its {get_task(task).fake_target} map holds {n} NaN/inf values"
+    neg = float(-arr[arr < 0].sum(dtype=np.float64))
+    pos = float(arr[arr > 0].sum(dtype=np.float64))
+    if neg > NEGATIVE_SHARE * pos and (neg > NEGATIVE_HEADS or task != "counting"):
+        return (f"its {get_task(task).fake_target} map is negative: {int((arr < 0).sum())} values below 0 (min "
+                f"{float(arr.min()):.4g}) summing to -{neg:.4g} against {pos:.4g} above 0; expected values >= 0 "
+                f"(small negative noise, at most {NEGATIVE_SHARE:.0%} of the positive mass, is accepted)")
+    if width is not None and height is not None:
+        h, w = int(height), int(width)
+        if arr.shape != (h, w) and infer_stride(tuple(arr.shape), (h, w)) is None:
+            return (f"its {get_task(task).fake_target} map is {arr.shape[0]}x{arr.shape[1]} (HxW), which fits no "
+                    f"output stride of its {w}x{h} image (expected {h}x{w}, or H // s x W // s or ceil(H / s) x "
+                    "ceil(W / s) for an integer stride s)")
+    return None
+
+
+def _header_size(value: Any) -> tuple[int, int] | None:
+    """``(width, height)`` of an undecoded ``Image`` value from its header (nothing decoded)."""
+    if not isinstance(value, dict):
+        return None
+    data, path = value.get("bytes"), value.get("path")
+    try:
+        with (Image.open(io.BytesIO(data)) if data is not None else Image.open(path)) as im:
+            return im.size
+    except Exception:
+        return (-1, -1)
+
+
+def check_fake_rows(fake: Dataset, task: str, ref: str, target_annotator: str | None = None,
+                    num_classes: int | None = None, batch_rows: int = 64) -> None:
+    """Check every fake row (:func:`fake_target_problem`); :class:`InputError` naming the rows that fail."""
+    target_col = get_task(task).fake_target
+    cols = [c for c in (schema.ROW_ID, schema.WIDTH, schema.HEIGHT, schema.IMAGE) if c in fake.column_names]
+    cols.append(schema.ANNOTATIONS if target_annotator else target_col)
+    sub = fake.select_columns(cols)
+    if schema.IMAGE in cols and isinstance(sub.features[schema.IMAGE], ImageFeature):
+        sub = sub.cast_column(schema.IMAGE, ImageFeature(decode=False))
+    if not target_annotator:  # maps as NumPy arrays (no detour through Python lists), the rest as stored
+        sub = sub.with_format("numpy", columns=[target_col], output_all_columns=True)
+    bad: list[str] = []
+    n_bad = 0
+    for start in range(0, len(sub), batch_rows):
+        batch = sub[start:start + batch_rows]
+        n = len(batch[cols[-1]])
+        for i in range(n):
+            row_id = batch[schema.ROW_ID][i] if schema.ROW_ID in batch else f"#{start + i}"
+            if target_annotator:
+                ann = next((a for a in batch[schema.ANNOTATIONS][i] or [] if a.get(schema.ANNOTATOR) == target_annotator),
+                           None)
+                if ann is None:
+                    why = f"no output of annotator {target_annotator!r}"
+                else:
+                    key = get_task(task).annotation_map or schema.LABEL
+                    why = None
+                    target = ann.get(key)
+            else:
+                why, target = None, batch[target_col][i]
+            if why is None:
+                size = _header_size(batch[schema.IMAGE][i]) if schema.IMAGE in batch else None
+                if size == (-1, -1):
+                    why = "its image cannot be opened"
+                else:
+                    why = fake_target_problem(task, target, batch.get(schema.WIDTH, [None] * n)[i],
+                                              batch.get(schema.HEIGHT, [None] * n)[i], size, num_classes)
+            if why is not None:
+                n_bad += 1
+                if len(bad) < 5:
+                    bad.append(f"row {row_id}: {why}")
+    if n_bad:
+        raise InputError(f"fake dataset {ref!r}: {n_bad} of {len(sub)} rows cannot be trained on: "
+                         + "; ".join(bad) + (" ..." if n_bad > len(bad) else "")
+                         + ". Refilter the run (`promptmix filter`) or fix the dataset; nothing was trained")
+
+
 def load_training_data(config) -> TrainingData:
     """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names."""
     splits = load_real(config.real, config.real_revision)
@@ -171,6 +300,8 @@ def load_training_data(config) -> TrainingData:
     if config.fake and config.mixing != "none":
         fake = _load_fake(config.fake, config.fake_revision, config.fake_config)
         fake = check_fake(fake, config.task, config.fake, class_names, config.target_annotator)
+        check_fake_rows(fake, config.task, config.fake, config.target_annotator,
+                        len(class_names) if class_names is not None else None)
     return TrainingData(task=config.task, train=splits["train"], validation=splits["validation"],
                         test=splits["test"], fake=fake, class_names=class_names)
 
