@@ -23,7 +23,10 @@ crash on an infinite sigma), sigma_i = 0.3 x the mean distance to the neighbours
 Speed: the map is ``sum_i outer(g_y_i, g_x_i)`` of 1-D kernels computed exactly as scipy's
 ``_gaussian_kernel1d`` (radius ``int(truncate * sigma + 0.5)``, clipped by the frame), i.e. the
 matrix product ``G_y^T @ G_x`` of two sparse (heads x H) and (heads x W) matrices; it is computed
-tile by tile over the frame with BLAS, each tile using only the heads whose kernel reaches it.
+tile by tile over the frame with BLAS, each tile using only the heads whose kernel reaches it. The tiles'
+products are small, so they run with numpy's BLAS limited to one thread (:mod:`promptmix.utils.blas`): a
+multi-threaded BLAS spends more waking its workers than it saves, and the time no longer depends on the
+machine's thread settings or load.
 ``scripts/bench_density.py`` compares it with :func:`reference_density_map_slow`.
 
 :func:`box_density_map` is the same for people annotated with boxes (PANDA-Crowd; PromptMix
@@ -154,7 +157,7 @@ def _kernels(centres: np.ndarray, sigmas: np.ndarray, sizes: tuple[int, ...], tr
         h_in, p_in, phi_in = head[inside], pos[inside], phi[inside]
         norm = np.bincount(h_in, weights=phi_in, minlength=n) if renormalise else full_norm
         k = np.zeros((n, size), dtype=dtype)
-        k[h_in, p_in] = phi_in / norm[h_in]
+        k.reshape(-1)[h_in * size + p_in] = phi_in / norm[h_in]  # flat index: one pass, no 2-D fancy indexing
         out.append(k)
     return out
 
@@ -164,6 +167,13 @@ def _accumulate(out: np.ndarray, ky: np.ndarray, kx: np.ndarray, rows: np.ndarra
 
     ``rows``/``cols``: (N, 2) inclusive first/last row (column) each head touches.
     """
+    from .utils.blas import single_blas_thread
+
+    with single_blas_thread():  # many small products: BLAS worker threads cost more than they give
+        _accumulate_tiles(out, ky, kx, rows, cols)
+
+
+def _accumulate_tiles(out: np.ndarray, ky: np.ndarray, kx: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
     h, w = out.shape
     t = _TILE
     ty0, ty1 = rows[:, 0] // t, rows[:, 1] // t
