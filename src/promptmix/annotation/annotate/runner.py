@@ -122,6 +122,14 @@ def read_chunk_images(path: Path) -> tuple[list[str], list]:
     return row_ids, images
 
 
+def read_chunk_arrays(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """Row ids and images of one generated chunk, decoded once as (H, W, 3) uint8 RGB arrays."""
+    from ..annotators.base import as_rgb_array
+
+    row_ids, images = read_chunk_images(path)
+    return row_ids, [as_rgb_array(im) for im in images]
+
+
 def _rows_to_dataset(task: str, row_ids: Sequence[str], outputs: Sequence[dict], name: str):
     from datasets import Dataset
 
@@ -254,46 +262,91 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
     records = []
     mine = [c for c, _ in chunks if c % world == rank]
     expected = {c: images.row_ids(c, S.ROW_ID) for c in mine}
-    for ann, folder, record in prepared:
-        name = ann.name
-        store = run.annotation_chunks(name)
-        summary = AnnotatorSummary(name=name, task=task, folder=folder)
-        todo = [c for c in mine if not store.is_complete(c, expected[c], column=S.ROW_ID)]
-        summary.chunks_skipped = len(mine) - len(todo)
-        if todo:
-            # load before writing annotator.json: weights that cannot load must leave no registered annotator
-            # (filter would wait for its chunks)
-            ann.load()
-        if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
-            write_json_atomic(folder / ANNOTATOR_JSON, record)
-        if todo:
-            try:
-                total = sum(len(expected[c]) for c in todo)
-                with progress(total=total, desc=f"annotate {name}", unit="img") as bar:
-                    for c in todo:
-                        row_ids, pil_images = read_chunk_images(images.path(c))
-                        outputs = []
-                        step = 4 * ann.batch_size  # a few batches at a time, so the bar moves within a chunk
-                        for start in range(0, len(pil_images), step):
-                            outputs.extend(ann.annotate(pil_images[start:start + step]))
-                            bar.update(len(pil_images[start:start + step]))
-                        ds = _rows_to_dataset(task, row_ids, outputs, name)
-                        store.write(c, ds)
-                        summary.chunks_written += 1
-                        summary.rows += len(row_ids)
-                        summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
-            finally:
-                ann.unload()
+    work = []  # (annotator, its chunk store, its summary, the chunks it still needs)
+    try:
+        for ann, folder, record in prepared:
+            name = ann.name
+            store = run.annotation_chunks(name)
+            summary = AnnotatorSummary(name=name, task=task, folder=folder)
+            todo = [c for c in mine if not store.is_complete(c, expected[c], column=S.ROW_ID)]
+            summary.chunks_skipped = len(mine) - len(todo)
+            if todo:
+                # load before writing annotator.json: weights that cannot load must leave no registered annotator
+                # (filter would wait for its chunks)
+                ann.load()
+            if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
+                write_json_atomic(folder / ANNOTATOR_JSON, record)
+            work.append((ann, store, summary, set(todo)))
+            report.annotators.append(summary)
+            records.append(record)
+        _annotate_chunks(images, task, expected, [c for c in mine if any(c in w[3] for w in work)], work)
+    finally:
+        for ann, *_ in work:
+            ann.unload()
+    for summary in report.annotators:
         if summary.not_ok:
             logger.warning("annotator %s: %d rows had NaN/inf outputs; they are flagged and `promptmix filter` "
-                           "leaves them out", name, summary.not_ok)
-        report.annotators.append(summary)
-        records.append(record)
+                           "leaves them out", summary.name, summary.not_ok)
 
     state.wait_for_everyone()
     if state.is_main_process:
         _record(run, task, records, chunks, batch_size=batch_size, device=device, dtype=dtype)
     return report
+
+
+def _annotate_chunks(images, task: str, expected: dict[int, list[str]], todo: list[int], work: list) -> None:
+    """Every chunk of ``todo`` through every annotator of ``work`` that still needs it, decoded once.
+
+    Three stages overlap: a reader thread decodes chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the
+    calling thread runs the annotators' forward passes on chunk c, and a writer thread turns chunk c - 1's
+    outputs into its annotation chunk (tmp name, then rename). At most one chunk is decoded ahead and one
+    written behind, so memory stays at about three chunks of images; chunks complete in order, and an
+    interrupted run (kill -9 included) leaves whole chunks only, which a rerun skips.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    if not todo:
+        return
+    names = ", ".join(ann.name for ann, *_ in work)
+    total = sum(len(expected[c]) for c in todo)
+
+    def write(c: int, row_ids: list[str], outputs: list[dict], ann, store, summary: AnnotatorSummary) -> None:
+        ds = _rows_to_dataset(task, row_ids, outputs, ann.name)
+        store.write(c, ds)
+        summary.chunks_written += 1
+        summary.rows += len(row_ids)
+        summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="annotate-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="annotate-write") as writer, \
+            progress(total=total, desc=f"annotate {names}", unit="img") as bar:
+        ahead: Future = reader.submit(read_chunk_arrays, images.path(todo[0]))
+        behind: list[Future] = []
+        try:
+            for i, c in enumerate(todo):
+                row_ids, arrays = ahead.result()
+                if i + 1 < len(todo):
+                    ahead = reader.submit(read_chunk_arrays, images.path(todo[i + 1]))
+                results = []
+                for ann, store, summary, needs in work:
+                    if c not in needs:
+                        continue
+                    outputs = []
+                    step = 4 * ann.batch_size  # a few batches at a time, so the bar moves within a chunk
+                    for start in range(0, len(arrays), step):
+                        outputs.extend(ann.annotate_arrays(arrays[start:start + step]))
+                    results.append((ann, store, summary, outputs))
+                for f in behind:  # the previous chunk's files are written before this chunk's start
+                    f.result()
+                behind = [writer.submit(write, c, row_ids, outputs, ann, store, summary)
+                          for ann, store, summary, outputs in results]
+                bar.update(len(row_ids))
+            for f in behind:
+                f.result()
+        finally:  # on an error, the chunks already annotated are still written (whole, then renamed)
+            ahead.cancel()
+            for f in behind:
+                f.exception()
 
 
 def _record(run: RunFolder, task: str, records: list[dict], chunks: list, **runtime: Any) -> None:
