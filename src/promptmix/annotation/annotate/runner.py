@@ -297,13 +297,16 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
 def _annotate_chunks(images, task: str, expected: dict[int, list[str]], todo: list[int], work: list) -> None:
     """Every chunk of ``todo`` through every annotator of ``work`` that still needs it, decoded once.
 
-    Three stages overlap: a reader thread decodes chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the
+    The chunk's images are grouped by size into batches (:func:`~promptmix.annotation.annotators.base.group_by_size`)
+    and every annotator runs in turn on each batch of decoded arrays. Three stages overlap: a reader thread decodes chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the
     calling thread runs the annotators' forward passes on chunk c, and a writer thread turns chunk c - 1's
     outputs into its annotation chunk (tmp name, then rename). At most one chunk is decoded ahead and one
     written behind, so memory stays at about three chunks of images; chunks complete in order, and an
     interrupted run (kill -9 included) leaves whole chunks only, which a rerun skips.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from ..annotators.base import group_by_size
 
     if not todo:
         return
@@ -327,20 +330,23 @@ def _annotate_chunks(images, task: str, expected: dict[int, list[str]], todo: li
                 row_ids, arrays = ahead.result()
                 if i + 1 < len(todo):
                     ahead = reader.submit(read_chunk_arrays, images.path(todo[i + 1]))
-                results = []
-                for ann, store, summary, needs in work:
-                    if c not in needs:
-                        continue
-                    outputs = []
-                    step = 4 * ann.batch_size  # a few batches at a time, so the bar moves within a chunk
-                    for start in range(0, len(arrays), step):
-                        outputs.extend(ann.annotate_arrays(arrays[start:start + step]))
-                    results.append((ann, store, summary, outputs))
+                results = [(ann, store, summary, [None] * len(arrays)) for ann, store, summary, needs in work
+                           if c in needs]
+                step = min(ann.batch_size for ann, *_ in results)
+                for idx in group_by_size(arrays, step):  # batch by batch, every annotator in turn on it
+                    batch = [arrays[i] for i in idx]
+                    for ann, _, _, outputs in results:
+                        got = ann.annotate_arrays(batch)
+                        if len(got) != len(batch):
+                            raise InputError(f"annotator {ann.name!r} returned {len(got)} outputs for "
+                                             f"{len(batch)} images")
+                        for i, out in zip(idx, got):
+                            outputs[i] = out
+                    bar.update(len(idx))
                 for f in behind:  # the previous chunk's files are written before this chunk's start
                     f.result()
                 behind = [writer.submit(write, c, row_ids, outputs, ann, store, summary)
                           for ann, store, summary, outputs in results]
-                bar.update(len(row_ids))
             for f in behind:
                 f.result()
         finally:  # on an error, the chunks already annotated are still written (whole, then renamed)

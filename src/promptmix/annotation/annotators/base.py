@@ -103,10 +103,11 @@ class Annotator(abc.ABC):
         return self.annotate([Image.fromarray(a, "RGB") for a in arrays])
 
     def unload(self) -> None:
-        """Free the weights."""
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        """Free the weights (on an accelerator, collect now so that the next model has the memory)."""
+        if self.device.type != "cpu":
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def record(self) -> dict:
         """Provenance written to ``annotator.json`` and the manifest (no tokens, no absolute cache paths)."""
