@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmark: ``promptmix annotate`` against a plain annotation loop, side by side in one process, on CPU.
 
-Setup (a temporary folder): a run folder of ``--images`` generated JPEGs (default 64 at 512x384, smooth
-noise, quality 90, chunks of 32 as ``promptmix generate`` writes them) and two tiny counting annotators
-(CSRNet with every channel count divided by 4, seeds 0 and 1, in promptmix's folder format).
+Setup (a temporary folder): a run folder of ``--images`` generated JPEGs (default 32 at 512x384, smooth
+noise, quality 90, in chunks of 8 as ``promptmix generate`` writes them) and two tiny counting annotators
+(CSRNet with every channel count divided by 8, seeds 0 and 1, in promptmix's folder format).
 
 - ours: ``annotate_run(run, [a, b], batch_size=8, device="cpu")`` from an empty ``annotations/``
   (what ``promptmix annotate`` does: load both, decode, forward, write the annotation chunks);
@@ -13,7 +13,7 @@ noise, quality 90, chunks of 32 as ``promptmix generate`` writes them) and two t
   Parquet file per chunk and model).
 
 Both use the same networks and ``predict_density``; threads are pinned to one (torch, BLAS, OpenMP).
-Rounds are interleaved (ours, peer), median of ``--repeats`` (default 3). Printed per line: ours / peer /
+Rounds are interleaved (ours, peer), median of ``--repeats`` (default 5). Printed per line: ours / peer /
 ratio / goal / met. The forward share is the time inside ``predict_density`` (the networks' forward)
 over the wall time of the call. Goals: ratio >= 1.0x, our forward share >= 85 %.
 
@@ -115,7 +115,7 @@ def plain_loop(run: Path, folders: list[Path], out: Path, clock: _ForwardClock) 
     return rows
 
 
-def measure(n: int = 48, width: int = 512, height: int = 384, repeats: int = 3, width_div: int = 8) -> list[dict]:
+def measure(n: int = 32, width: int = 512, height: int = 384, repeats: int = 5, width_div: int = 8) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
@@ -127,7 +127,7 @@ def measure(n: int = 48, width: int = 512, height: int = 384, repeats: int = 3, 
     tmp = Path(tempfile.mkdtemp(prefix="promptmix-bench-annotate-"))
     real_predict = counting_mod.predict_density
     try:
-        run = write_generated_run(tmp / "run", _images(n, width, height), task="counting", chunk_size=16)
+        run = write_generated_run(tmp / "run", _images(n, width, height), task="counting", chunk_size=8)
         folders = []
         for seed in (0, 1):
             config = CounterConfig.default("csrnet", width_div=width_div)
@@ -185,10 +185,10 @@ def run(quick: bool = False) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="16 images at 256x192, 2 rounds")
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--size", default="512x384", help="WxH of the images (default 512x384)")
     parser.add_argument("--width-div", type=int, default=8, help="CSRNet channel divisor (default 8)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     if args.quick:
         rows = run(quick=True)
