@@ -7,7 +7,8 @@
 
 Annotation chunk ``c`` holds exactly the rows of ``RUN/images/chunk-c``; it is written under a
 temporary name and renamed when complete, so a rerun skips finished chunks and redoes at most
-the ones in flight. Under ``accelerate launch`` / ``torchrun`` chunk ``c`` is done by rank
+the ones in flight. Every annotator with work left is loaded at once, and each image chunk is decoded
+once for all of them (:func:`_annotate_chunks`). Under ``accelerate launch`` / ``torchrun`` chunk ``c`` is done by rank
 ``c % world_size`` (as in generation), so the union of ranks equals a one-process run.
 """
 
@@ -297,12 +298,13 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
 def _annotate_chunks(images, task: str, expected: dict[int, list[str]], todo: list[int], work: list) -> None:
     """Every chunk of ``todo`` through every annotator of ``work`` that still needs it, decoded once.
 
-    The chunk's images are grouped by size into batches (:func:`~promptmix.annotation.annotators.base.group_by_size`)
-    and every annotator runs in turn on each batch of decoded arrays. Three stages overlap: a reader thread decodes chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the
-    calling thread runs the annotators' forward passes on chunk c, and a writer thread turns chunk c - 1's
-    outputs into its annotation chunk (tmp name, then rename). At most one chunk is decoded ahead and one
-    written behind, so memory stays at about three chunks of images; chunks complete in order, and an
-    interrupted run (kill -9 included) leaves whole chunks only, which a rerun skips.
+    The chunk's images are grouped by size into batches (``annotators.base.group_by_size``) and every
+    annotator runs in turn on each batch of decoded arrays. Three stages overlap: a reader thread decodes
+    chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the calling thread runs the forward passes on chunk c,
+    and a writer thread turns chunk c - 1's outputs into its annotation chunks (tmp name, then rename). At
+    most one chunk is decoded ahead and one written behind, so memory stays at about three chunks of images;
+    an interrupted run (kill -9 included) leaves whole chunks only, which a rerun skips. On an error the
+    chunks already annotated are still written before it propagates.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
