@@ -298,7 +298,8 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
 def _annotate_chunks(images, task: str, expected: dict[int, list[str]], todo: list[int], work: list) -> None:
     """Every chunk of ``todo`` through every annotator of ``work`` that still needs it, decoded once.
 
-    The chunk's images are grouped by size into batches (``annotators.base.group_by_size``) and every
+    The chunk's images are cut into batches, grouped by size (``annotators.base.group_by_size``) when an
+    annotator asks for it (``batch_by_size``: the counters and depth models, which do not resize), and every
     annotator runs in turn on each batch of decoded arrays. Three stages overlap: a reader thread decodes
     chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the calling thread runs the forward passes on chunk c,
     and a writer thread turns chunk c - 1's outputs into its annotation chunks (tmp name, then rename). At
@@ -335,7 +336,11 @@ def _annotate_chunks(images, task: str, expected: dict[int, list[str]], todo: li
                 results = [(ann, store, summary, [None] * len(arrays)) for ann, store, summary, needs in work
                            if c in needs]
                 step = min(ann.batch_size for ann, *_ in results)
-                for idx in group_by_size(arrays, step):  # batch by batch, every annotator in turn on it
+                if any(ann.batch_by_size for ann, *_ in results):
+                    batches = list(group_by_size(arrays, step))
+                else:
+                    batches = [list(range(s, min(s + step, len(arrays)))) for s in range(0, len(arrays), step)]
+                for idx in batches:  # batch by batch, every annotator in turn on it
                     batch = [arrays[i] for i in idx]
                     for ann, _, _, outputs in results:
                         got = ann.annotate_arrays(batch)

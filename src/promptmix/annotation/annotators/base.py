@@ -65,6 +65,9 @@ class Annotator(abc.ABC):
     """Base class: name, task, device/dtype/batch size, ``load``/``annotate``/``unload``/``record``."""
 
     task: ClassVar[str] = ""
+    #: whether ``promptmix annotate`` should hand it batches of one image size (dense annotators that do not
+    #: resize); otherwise it gets consecutive images of any sizes, ``batch_size`` at a time
+    batch_by_size: ClassVar[bool] = False
 
     def __init__(self, name: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                  batch_size: int = 8, spec: str | None = None, class_names: Sequence[str] | None = None):

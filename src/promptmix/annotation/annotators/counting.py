@@ -39,6 +39,7 @@ class CountingAnnotator(Annotator):
     """
 
     task = "counting"
+    batch_by_size = True
 
     def __init__(self, name: str, *, folder: str | Path | None = None, architecture: str | None = None,
                  checkpoint: str | Path | None = None, source: dict | None = None, **kwargs: Any):
