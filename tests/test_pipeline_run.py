@@ -540,3 +540,27 @@ def test_plan_says_a_stage_is_running_when_another_process_holds_the_lock(tmp_pa
     lines = []
     run_stages(tmp_path, Toy(tmp_path).stages(), plan_only=True, echo=lines.append)
     assert "locked" not in "\n".join(lines)
+
+
+def test_files_fingerprint_is_the_one_runs_were_keyed_on_before_the_stat_cache(tmp_path):
+    """Same value as the plain walk it replaced (sorted ``rglob``, relative posix names), so no run's key changes."""
+    import os
+
+    from promptmix.utils.hashing import sha256_file, stable_hash
+
+    root = tmp_path / "raw"
+    for rel in ["a-b/x", "a/b", "a.b", "a/b-c/d", "A/z", ".hidden", "a/.x/y", "b"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode())
+    os.symlink(root / "a", root / "link-dir")  # a folder link is not entered, a file link is followed
+    os.symlink(root / "b", root / "link-file")
+    single = tmp_path / "one.bin"
+    single.write_bytes(b"1")
+    entries = []
+    for r in (root, single):
+        files = sorted(p for p in r.rglob("*") if p.is_file()) if r.is_dir() else [r]
+        entries += [[f.relative_to(r).as_posix() if r.is_dir() else f.name, sha256_file(f)] for f in files]
+    expected = stable_hash(entries, length=32)
+    cache = tmp_path / "fp.sqlite"
+    assert files_fingerprint([root, single], False) == expected
+    assert files_fingerprint([root, single], cache) == expected == files_fingerprint([root, single], cache)
