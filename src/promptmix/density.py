@@ -52,6 +52,7 @@ interior cell lands on the pixels it came from.
 from __future__ import annotations
 
 import functools
+import threading
 
 from typing import Any, Literal
 
@@ -127,9 +128,36 @@ def adaptive_sigmas(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return dist[:, 1:].mean(axis=1) * 0.3
 
 
+_SCRATCH = threading.local()
+_SCRATCH_MAX_BYTES = 16 << 20
+
+
+def _scratch(slot: int, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    """A zeroed array for the kernel matrices, reusing this thread's buffer of ``slot`` (up to 16 MB).
+
+    Fresh ``np.zeros`` pages are faulted in on first write, which cost more than the kernels themselves;
+    the kernel matrices never leave :func:`density_map`, so a per-thread buffer is safe to reuse.
+    """
+    dtype = np.dtype(dtype)
+    need = shape[0] * shape[1]
+    if need * dtype.itemsize > _SCRATCH_MAX_BYTES:
+        return np.zeros(shape, dtype=dtype)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    buf = bufs.get((slot, dtype))
+    if buf is None or buf.size < need:
+        buf = bufs[(slot, dtype)] = np.empty(max(need, 1 << 16), dtype=dtype)
+    view = buf[:need].reshape(shape)
+    view.fill(0)
+    return view
+
+
 def _kernels(centres: np.ndarray, sigmas: np.ndarray, sizes: tuple[int, ...], truncate: float,
              renormalise: bool, dtype: Any = np.float64) -> list[np.ndarray]:
     """Per axis, a dense (N, size) matrix whose row i is head i's 1-D Gaussian, clipped by the frame.
+
+    The matrices are this thread's scratch buffers (:func:`_scratch`): valid until the next call.
 
     ``centres``: (N, axes) integer pixel of each head; ``sizes``: the frame's size along each axis.
     Values equal scipy's ``_gaussian_kernel1d(sigma, 0, int(truncate * sigma + 0.5))`` placed at the
@@ -156,7 +184,7 @@ def _kernels(centres: np.ndarray, sigmas: np.ndarray, sizes: tuple[int, ...], tr
         inside = (pos >= 0) & (pos < size)
         h_in, p_in, phi_in = head[inside], pos[inside], phi[inside]
         norm = np.bincount(h_in, weights=phi_in, minlength=n) if renormalise else full_norm
-        k = np.zeros((n, size), dtype=dtype)
+        k = _scratch(axis, (n, size), dtype)
         k.reshape(-1)[h_in * size + p_in] = phi_in / norm[h_in]  # flat index: one pass, no 2-D fancy indexing
         out.append(k)
     return out
