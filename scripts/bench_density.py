@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(h, w, args.heads, repeats=args.repeats, baseline_repeats=args.baseline_repeats)
     met = {True: "met", False: "NOT met", None: "judged at full size only"}
     print(f"CSRNet make_dataset (baseline, median): {rows[0]['baseline'] * 1e3:10.1f} ms")
-    print(f"{'benchmark':<78} {'ours ms':>9} {'peer ms':>10} {'ratio':>7}  goal")
+    print(f"{'benchmark':<88} {'ours ms':>9} {'peer ms':>10} {'ratio':>7}  goal")
     for row in rows[:-1]:
-        print(f"{row['name']:<78} {row['ours'] * 1e3:9.3f} {row['baseline'] * 1e3:10.1f} {row['ratio']:6.0f}x  "
+        print(f"{row['name']:<88} {row['ours'] * 1e3:9.3f} {row['baseline'] * 1e3:10.1f} {row['ratio']:6.0f}x  "
               f"{row['goal']} -> {met[row.get('ok')]}")
     parity = rows[-1]
     print(f"max |reference - CSRNet| / peak: {parity['ours']:.2e} (goal {parity['goal']}) -> {met[parity['ok']]}")
