@@ -213,6 +213,12 @@ def test_files_fingerprint_rehashes_a_file_whose_stat_changed(tmp_path, change, 
     hashed.clear()
     files_fingerprint([root], cache)
     assert hashed == []  # warm: nothing read
+    import sqlite3
+
+    (root / "b.bin").unlink()
+    files_fingerprint([root], cache)
+    with sqlite3.connect(cache) as db:  # the row of a file that is gone is dropped
+        assert [os.path.basename(p) for (p,) in db.execute("SELECT path FROM files")] == ["a.bin"]
 
 
 def test_files_fingerprint_cache_is_used_before_any_run_folder_and_a_bad_cache_is_not_fatal(tmp_path, monkeypatch,

@@ -227,5 +227,6 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.P
                     fresh[path] = (stamp, digest)
                 entries.append(["/".join(parts), digest])
             if cache is not None:
-                cache.put(fresh)
+                present = {path for _, path, _ in found}
+                cache.put(fresh, gone=[p for p in known if p not in present])
     return stable_hash(entries, length=32)

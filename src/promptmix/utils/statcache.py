@@ -14,7 +14,8 @@ first call already uses it, before any run folder exists::
     ~/.cache/promptmix/fingerprints.sqlite              else
 
 Rows are ``(path, size, mtime_ns, ctime_ns, ino, dev, sha256)``; a call reads the rows under the
-folders it hashes with one range query and writes only the files it (re)hashed, in one transaction,
+folders it hashes with one range query and writes only the files it (re)hashed (and drops the rows of
+files no longer there), in one transaction,
 without an fsync (``synchronous=OFF``, write-ahead log): a cache lost in a crash only costs a rehash.
 Deleting the file is always safe. When it cannot be opened or written (read-only home, a damaged
 file), the hashes are computed without it and a warning names the file.
@@ -103,15 +104,19 @@ class StatCache:
             return {}
         return {r[0]: (tuple(r[1:6]), r[6]) for r in rows}
 
-    def put(self, entries: Mapping[str, tuple[Stamp, str]] | Iterable[tuple[str, tuple[Stamp, str]]]) -> None:
-        """Store ``{path: (stamp, sha256)}`` (only the files just hashed), in one transaction."""
+    def put(self, entries: Mapping[str, tuple[Stamp, str]] | Iterable[tuple[str, tuple[Stamp, str]]],
+            gone: Iterable[str] = ()) -> None:
+        """Store ``{path: (stamp, sha256)}`` (only the files just hashed) and drop the rows of ``gone`` paths
+        (files no longer there), in one transaction."""
         items = list(entries.items() if isinstance(entries, Mapping) else entries)
-        if self._db is None or not items:
+        gone = [(p,) for p in gone]
+        if self._db is None or not (items or gone):
             return
         try:
             with self._db:  # BEGIN ... COMMIT
                 self._db.execute("BEGIN")
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
                                      [(p, *stamp, digest) for p, (stamp, digest) in items])
+                self._db.executemany("DELETE FROM files WHERE path = ?", gone)
         except sqlite3.Error as exc:
             _warn(self.path, "write it", exc)
