@@ -18,7 +18,7 @@ Every stage reads and writes a run folder through a :class:`RunFolder`; no other
       real/                    stage real:     the real dataset built by `promptmix run` (default)
       train/<name>/            stage train:    one training run per name (`promptmix run`)
       report/                  stage report:   the runs against their baseline (`promptmix run`)
-      pipeline/                `promptmix run` only: config.yaml, state.json, fingerprints.json, trash/
+      pipeline/                `promptmix run` only: config.yaml, state.json, trash/
 
 Chunked work (captions, images, annotations) goes through :class:`ChunkStore`: chunk ``c`` is the file
 ``chunk-{c:06d}.parquet``, written whole under a temporary name and renamed, done by rank
@@ -161,11 +161,6 @@ class RunFolder:
     @property
     def pipeline_config(self) -> Path:
         return self.pipeline / "config.yaml"
-
-    @property
-    def fingerprints(self) -> Path:
-        """Size/mtime cache of the raw files' hashes (`promptmix run`)."""
-        return self.pipeline / "fingerprints.json"
 
     @property
     def trash(self) -> Path:
