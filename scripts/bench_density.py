@@ -25,17 +25,10 @@ import argparse
 import statistics
 import time
 
+from _timing import median_time
+
 SPEED_GOAL = 3000.0
 PARITY_GOAL = 1e-6
-
-
-def _median(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def measure(height: int = 768, width: int = 1024, heads: int = 500, *, repeats: int = 21, seed: int = 0,
@@ -70,7 +63,7 @@ def measure(height: int = 768, width: int = 1024, heads: int = 500, *, repeats: 
     finally:
         if before is not None:
             set_blas_threads(before)
-    t_base, baseline = _median(lambda: reference_density_map_slow(points, height, width, "adaptive"),
+    t_base, baseline = median_time(lambda: reference_density_map_slow(points, height, width, "adaptive"),
                                baseline_repeats)
     peak = float(np.abs(baseline).max())
     diff = float(np.abs(ref_fast.astype(np.float64) - baseline).max()) / peak
