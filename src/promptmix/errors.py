@@ -26,3 +26,12 @@ class CheckpointError(PromptmixError):
 
 class RunLockedError(PromptmixError):
     """Another process is already working on this run folder."""
+
+
+class OutputError(InputError):
+    """An output folder would overwrite or delete something the command did not write (an input, the run folder,
+    a folder of the user's own)."""
+
+
+class WriteError(PromptmixError, OSError):
+    """Writing an output failed (disk full, permission denied, read-only file system): the path and the free space."""

@@ -29,6 +29,8 @@ from .layout import RepoLayout, build_repo, read_provenance, stale_files
 
 logger = logging.getLogger(__name__)
 
+STAGE = "publish"
+
 REPO_TYPE = "dataset"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 
@@ -158,15 +160,20 @@ def _read_hub_state(api, repo_id: str, branch: str) -> _HubState:
     return _HubState(True, tags, branches, files, history)
 
 
-def _check_local_dir(local_dir: Path, force: bool) -> dict[str, Any] | None:
-    """Refuse to replace a non-empty folder that ``promptmix publish`` did not write (unless ``force``)."""
-    if local_dir.exists() and not local_dir.is_dir():
-        raise InputError(f"--local-dir {local_dir} exists and is not a folder")
-    previous = read_provenance(local_dir) if local_dir.is_dir() else None
-    if local_dir.is_dir() and any(local_dir.iterdir()) and previous is None and not force:
-        raise InputError(f"--local-dir {local_dir} is not empty and was not written by `promptmix publish`; "
-                         "give a new or empty folder (or --force to replace it)")
-    return previous
+def _check_local_dir(local_dir: Path, force: bool, run_dir, real) -> dict[str, Any] | None:
+    """The output guard (:func:`promptmix.utils.outputs.guard_output`): never the run folder, a folder around it,
+    or what another stage writes in it, nor the real dataset, even with ``force``; a non-empty folder that
+    ``promptmix publish`` did not write only with ``force``. Returns the provenance of an earlier publication there."""
+    from ..run_folder import RunFolder
+    from ..utils.model_source import is_local_ref
+    from ..utils.outputs import guard_output, remove_stale_beside
+
+    run = RunFolder(run_dir)
+    local_real = real if real is not None and is_local_ref(str(real)) else None
+    guard_output(local_dir, STAGE, run=run, own=[run.publish], inputs=[local_real], force=force, flag="--local-dir",
+                 ours=lambda folder: read_provenance(folder) is not None)
+    remove_stale_beside(local_dir, f"promptmix {STAGE}")
+    return read_provenance(local_dir) if local_dir.is_dir() else None
 
 
 def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local_dir: str | os.PathLike | None = None,
@@ -194,7 +201,7 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
     repo_id = check_repo_id(repo_id)
     branch_name = branch or "main"
     local = Path(local_dir) if local_dir is not None else None
-    previous_local = _check_local_dir(local, force) if local is not None else None
+    previous_local = _check_local_dir(local, force, run_dir, real) if local is not None else None
     inputs = load_card_inputs(run_dir, real=real)
 
     secrets = _secrets(token)
@@ -225,8 +232,11 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
                  local_path=local.resolve().as_posix() if local_card else None)
 
     if local is not None:
-        with atomic_path(local) as tmp:
+        from ..utils.outputs import write_errors, write_marker
+
+        with atomic_path(local) as tmp, write_errors(local, f"promptmix {STAGE}"):
             layout = build_repo(root=tmp, **build)
+            write_marker(tmp, STAGE)
         layout.root = local
         logger.info("wrote %d files to %s", len(layout.files), local)
         return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
