@@ -149,38 +149,58 @@ def free_space(path: str | os.PathLike) -> str:
     return ""
 
 
-def write_error(exc: OSError, target: str | os.PathLike, what: str) -> WriteError:
-    """The one-line :class:`WriteError` for ``exc`` raised while ``what`` wrote ``target``."""
-    path = exc.filename or target
-    space = free_space(path)
-    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):
-        why = f"the disk is full ({space} on the file system of {path})"
-        fix = "free some space (or choose another folder) and rerun: work already done is kept"
+def write_error(exc: OSError, target: str | os.PathLike, what: str = "") -> WriteError:
+    """The one-line :class:`WriteError` for ``exc`` raised while ``what`` (a command, or nothing) wrote ``target``."""
+    target = Path(target)
+    space = free_space(target)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        why = f"the disk is full ({space} on the file system of {target.parent})"
+        fix = "free some space (or choose a folder on another disk) and rerun: finished work is kept"
+    elif exc.errno == errno.EROFS:
+        why = f"the file system is read-only ({space})"
+        fix = "choose a folder on a writable disk and rerun"
     else:
         why = f"{exc.strerror or type(exc).__name__} ({space})"
         fix = "fix the folder's permissions or choose another folder, then rerun"
-    err = WriteError(f"{what}: could not write {path}: {why}; {fix}")
+    prefix = f"{what}: " if what else ""
+    err = WriteError(f"{prefix}could not write {target}: {why}; {fix}. Nothing half-written was left")
     err.errno = exc.errno
     return err
 
 
-@contextlib.contextmanager
-def write_errors(target: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn an ``OSError`` raised in the block (not one of promptmix's own errors) into :func:`write_error`."""
+_DISK_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}
+
+
+def disk_error(exc: BaseException, target: str | os.PathLike, what: str = "") -> WriteError | None:
+    """:func:`write_error` when ``exc`` (or what it wraps: pyarrow and datasets re-raise) is a full disk, a quota or
+    a read-only file system; None for anything else."""
     from ..errors import PromptmixError
 
+    if isinstance(exc, PromptmixError):
+        return None
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+            return write_error(e, target, what)
+        if "No space left on device" in str(e):
+            return write_error(OSError(errno.ENOSPC, "No space left on device"), target, what)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def write_errors(target: str | os.PathLike, what: str = "") -> Iterator[None]:
+    """Turn a full disk, a quota, a read-only file system or a denied permission raised in the block into the
+    one-line :func:`write_error` for ``target``; other errors pass unchanged."""
     try:
         yield
-    except PromptmixError:
-        raise
-    except OSError as exc:
+    except PermissionError as exc:
         raise write_error(exc, target, what) from None
-    except Exception as exc:  # pyarrow/datasets wrap an OSError of the disk in their own exception types
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, OSError) and cause.errno is not None:
-            raise write_error(cause, target, what) from None
-        if "No space left on device" in str(exc):
-            raise write_error(OSError(errno.ENOSPC, "No space left on device"), target, what) from None
+    except Exception as exc:
+        err = disk_error(exc, target, what)
+        if err is not None:
+            raise err from None
         raise
 
 
