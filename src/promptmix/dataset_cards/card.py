@@ -517,7 +517,8 @@ def display_value(value: Any, limit: int = 160) -> str:
         text = str(value)
     if len(text) > limit:
         text = text[: limit - 30] + f"... (full value in {PROVENANCE_FILE})"
-    return text.replace("|", "\\|").replace("\n", " ")
+    # shown in a code span: control characters dropped, a backtick (which would end the span) made a quote
+    return _CONTROL.sub("", text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
 
 
 def display_model_name(name: str) -> str:

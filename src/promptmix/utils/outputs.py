@@ -31,6 +31,7 @@ from ..errors import OutputError, WriteError
 logger = logging.getLogger(__name__)
 
 MARKER = ".promptmix-output.json"
+_LOCK_FILES = {".lock", ".lock.json", ".manifest.lock"}  # a run lock's own files (RunFolder.lock) make no folder "used"
 
 
 def marker_text(command: str) -> str:
@@ -117,7 +118,7 @@ def guard_output(out: str | os.PathLike, command: str, *, inputs: Iterable[str |
                               f"of `promptmix {command}` ({nothing})")
         if o in owned or written_by(out, command) or (ours is not None and ours(out)) or force:
             return out
-        entries = sorted(p.name for p in out.iterdir())
+        entries = sorted(p.name for p in out.iterdir() if p.name not in _LOCK_FILES)
         if entries:
             shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
             how = f", or pass {force_flag} to replace it" if force_flag else " (or empty it yourself)"

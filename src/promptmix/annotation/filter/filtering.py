@@ -252,7 +252,11 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
         all_ds = Dataset.from_generator(fake_rows, features=features, cache_dir=tmp)
         kept_ds = all_ds.select(sorted(kept_idx))
         meta = {"tags": ["promptmix", "synthetic", task]}
-        write_hub_folder(out, {CONFIG_KEPT: {SPLIT: kept_ds}, CONFIG_ALL: {SPLIT: all_ds}}, default=CONFIG_KEPT,
+        # datasets cannot load a split of no rows ("corresponds to no data"): an empty kept set (allow_empty) is
+        # written as the 'all' config alone, the default, every row with kept = false
+        configs = {CONFIG_KEPT: {SPLIT: kept_ds}, CONFIG_ALL: {SPLIT: all_ds}} if kept_idx else \
+            {CONFIG_ALL: {SPLIT: all_ds}}
+        write_hub_folder(out, configs, default=CONFIG_KEPT if kept_idx else CONFIG_ALL,
                          metadata=meta, body=_readme_body(run_dir, task, names, target_name, config,
                                                           len(valid), len(kept_idx), len(valid) - n_valid, threshold),
                          extra_files={"promptmix_filter.yaml": config.to_yaml(), **marker_files(STAGE)})
