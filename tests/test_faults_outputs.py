@@ -611,3 +611,23 @@ def test_the_card_escapes_prompt_text(finished, tmp_path):
     prose = re.sub(r"`[^`\n]*`", "", card)  # code spans show text as typed: only the prose renders it
     assert "<script>" not in prose and "](http://evil.example)" not in prose and "**shout**" not in prose
     assert r"\[click here\]\(http://evil.example\)" in card and "&lt;script&gt;" in card
+
+
+def test_demo_never_replaces_a_folder_of_the_users_own(tmp_path, tiny_models):
+    from promptmix.pipeline.demo import write_demo_inputs
+
+    mine = tmp_path / "a" / "models" / "sd"
+    mine.mkdir(parents=True)
+    (mine / "weights.ckpt").write_bytes(b"my own model")
+    with pytest.raises(OutputError, match="did not write"):
+        write_demo_inputs(tmp_path / "a")
+    assert (mine / "weights.ckpt").read_bytes() == b"my own model"
+
+    out = tmp_path / "b"
+    for key in ("sd", "captioner", "counter_a", "counter_b"):  # the demo's models, already written
+        shutil.copytree(tiny_models[key], out / "models" / key)
+    (out / "raw").mkdir()
+    (out / "raw" / "photos.zip").write_bytes(b"holiday")
+    with pytest.raises(OutputError, match="did not write.*photos.zip"):
+        write_demo_inputs(out)
+    assert (out / "raw" / "photos.zip").read_bytes() == b"holiday"
