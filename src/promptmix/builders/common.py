@@ -516,7 +516,7 @@ class Build:
             text += "\n\n## Skipped items\n\n" + "\n".join(f"- `{s.item}`: {s.reason}" for s in self.report.skipped)
         from ..utils.outputs import marker_files, write_errors
 
-        with write_errors(self.out, f"promptmix real {self.report.builder}"):
+        with write_errors(self.out):
             write_hub_folder(self.out, {"default": splits}, metadata=meta, body=text, extra_files=marker_files("real"))
         del splits, data
         return self.report

@@ -287,15 +287,18 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
             from ..utils.outputs import write_errors
 
             # the folder is the repo, file for file: its provenance.json is the marker that publish wrote it
-            with atomic_path(local) as tmp, write_errors(local, f"promptmix {STAGE}"):
+            with atomic_path(local) as tmp, write_errors(local):
                 layout = build_repo(root=tmp, **build)
             layout.root = local
             logger.info("wrote %d files to %s", len(layout.files), local)
             return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
                                    private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
                                    local=local, run_dir=Path(run_dir), local_card=local_card)
+        from ..utils.outputs import write_errors
+
         with tempfile.TemporaryDirectory(prefix="promptmix-publish-") as tmp:
-            layout = build_repo(root=Path(tmp) / "repo", **build)
+            with write_errors(Path(tmp) / "repo"):  # the repo is built in the temp folder before it is pushed
+                layout = build_repo(root=Path(tmp) / "repo", **build)
             return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
                                    private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
                                    local=None, run_dir=Path(run_dir))

@@ -151,7 +151,8 @@ def free_space(path: str | os.PathLike) -> str:
 
 
 def write_error(exc: OSError, target: str | os.PathLike, what: str = "") -> WriteError:
-    """The one-line :class:`WriteError` for ``exc`` raised while ``what`` (a command, or nothing) wrote ``target``."""
+    """The one-line :class:`WriteError` for ``exc`` raised while writing ``target`` (``what``: an optional prefix;
+    the command line already starts its errors with the command's name)."""
     target = Path(target)
     space = free_space(target)
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):

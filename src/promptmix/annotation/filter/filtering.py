@@ -248,7 +248,7 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
                 yield row
                 index += 1
 
-    with tempfile.TemporaryDirectory(prefix="promptmix-filter-") as tmp, write_errors(out, f"promptmix {STAGE}"):
+    with tempfile.TemporaryDirectory(prefix="promptmix-filter-") as tmp, write_errors(out):
         all_ds = Dataset.from_generator(fake_rows, features=features, cache_dir=tmp)
         kept_ds = all_ds.select(sorted(kept_idx))
         meta = {"tags": ["promptmix", "synthetic", task]}

@@ -479,7 +479,7 @@ def build_prompt_bag(config: PromptsConfig, run_dir: str | Path | None, out_dir:
         "config_hash": config.config_hash(),
     }
     prompts_ds = _rows_to_dataset(rows, schema.PROMPTS)
-    with atomic_path(out_dir) as tmp, write_errors(out_dir, "promptmix prompts"):
+    with atomic_path(out_dir) as tmp, write_errors(out_dir):
         tmp.mkdir(parents=True)
         write_marker(tmp, "prompts")
         prompts_ds.to_parquet(str(tmp / PROMPTS_FILE))
