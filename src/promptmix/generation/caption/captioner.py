@@ -220,6 +220,7 @@ def caption_dataset(config: CaptionConfig, run_dir: RunFolder | str | Path, *,
               else [None] * len(ds))
 
     store = run.caption_chunks(config_hash)
+    store.remove_temps()  # partial chunk files of a killed run (logged with their size)
     chunk = config.chunk_size
     n_chunks = (len(ds) + chunk - 1) // chunk
     todo = [c for c in range(n_chunks)
