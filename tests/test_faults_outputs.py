@@ -463,15 +463,18 @@ def test_stale_publication_state_and_chunk_temps_are_removed(run_copy, tmp_path,
     state_tmp.write_text("{")
     chunk_tmp = run.annotator("csrnet") / f".chunk-000000.parquet.tmp-{dead}-abcd"
     chunk_tmp.write_bytes(b"PAR1")
+    manifest_tmp = run.root / f".manifest.json.tmp-{dead}-abcd"
+    manifest_tmp.write_text("{")
     mine = run.root / ".pub.notes"
     mine.write_text("mine")
     with caplog.at_level(logging.WARNING, logger="promptmix"):
         _publish(run.root, run.root / "pub")
         run_stages(run, [])
         assert run.annotation_chunks("csrnet").remove_temps() == 1
-    assert not pub_tmp.exists() and not state_tmp.exists() and not chunk_tmp.exists()
+        run.record_stage("probe", {"ok": True})
+    assert not any(p.exists() for p in (pub_tmp, state_tmp, chunk_tmp, manifest_tmp))
     assert mine.read_text() == "mine" and (run.root / "pub" / "README.md").is_file()
-    assert caplog.text.count("left by an interrupted earlier run") == 3
+    assert caplog.text.count("left by an interrupted earlier run") == 4
 
 
 # -- 9. an empty kept set --------------------------------------------------------------------------------------

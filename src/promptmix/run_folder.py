@@ -231,6 +231,9 @@ class RunFolder:
 
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / ".manifest.lock")):
+            from .utils.outputs import remove_stale
+
+            remove_stale(self.root, [f".{self.MANIFEST}.tmp-*"], str(self.root))  # left by a killed write
             manifest = self.read_manifest()
             entry = dict(record)
             entry.setdefault("finished_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
