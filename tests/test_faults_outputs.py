@@ -604,6 +604,14 @@ def test_resume_skips_a_broken_newest_checkpoint(tmp_path, caplog):
         metrics = train(_train_config(tmp_path, out, epochs=3, keep_checkpoints=2, resume=True))
     assert "skipping the broken checkpoint" in caplog.text and ckpts[-1].name in caplog.text
     assert len(metrics["history"]) == 3 and np.isfinite(metrics["test/mae"])
+    from promptmix.errors import CheckpointError
+
+    for ckpt in (out / "lr-0.003" / "checkpoints").glob("epoch-*"):  # every one broken: never a half-loaded run
+        (ckpt / "model.safetensors").unlink()
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    with pytest.raises(CheckpointError, match="none of the 2 checkpoint"):
+        train(_train_config(tmp_path, out, epochs=4, keep_checkpoints=2, resume=True))
 
 
 def test_the_card_escapes_prompt_text(finished, tmp_path):

@@ -242,7 +242,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _resume_checkpoint(accelerator, run_dir: Path, lr: float) -> tuple[Path | None, TrainerState]:
     """The newest checkpoint of ``run_dir`` that loads, newest first; a broken one (a weights file deleted, a
-    truncated optimizer state) is skipped with a warning naming it and why. None when none loads."""
+    truncated optimizer state) is skipped with a warning naming it and why. ``(None, TrainerState())`` when there is
+    none; :class:`CheckpointError` when there are some and none loads."""
     root = run_dir / "checkpoints"
     done = sorted((p for p in root.glob("epoch-*") if (p / STATE_FILE).exists()), reverse=True) \
         if root.exists() else []
@@ -251,9 +252,9 @@ def _resume_checkpoint(accelerator, run_dir: Path, lr: float) -> tuple[Path | No
             return ckpt, _load_checkpoint(accelerator, ckpt)
         except CheckpointError as exc:
             logger.warning("lr %g: skipping the broken checkpoint %s (%s); trying the one before it", lr, ckpt, exc)
-    if done:
-        logger.warning("lr %g: none of the %d checkpoints in %s loads; training starts again from epoch 0", lr,
-                       len(done), root)
+    if done:  # a failed load may have filled part of the model or optimizer: never train on from that
+        raise CheckpointError(f"lr {lr:g}: none of the {len(done)} checkpoint(s) in {root} loads (see the warnings); "
+                              "delete them to start this learning rate again, or pass --overwrite")
     return None, TrainerState()
 
 
@@ -430,8 +431,6 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> dict[str, An
     names (prompt filtering passes a fake set restricted to one prompt).
     """
     from ...run_folder import RunFolder
-
-    import contextlib
 
     out = config.output_path
     _guard_output_dir(config)
