@@ -254,6 +254,9 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
     local = Path(local_dir) if local_dir is not None else None
     previous_local = _check_local_dir(local, force, run_dir, real) if local is not None else None
     inputs = load_card_inputs(run_dir, real=real)
+    if set(inputs.configs) == {"all"}:  # `promptmix filter --allow-empty` kept nothing: never publish `all` as kept
+        raise InputError(f"{run_dir}: the fake dataset has no kept rows (every row was filtered out; it holds config "
+                         "'all' only); nothing to publish. Refilter with a higher --keep or other annotators")
 
     secrets = _secrets(token)
     with scrubbed_logs(secrets):  # every logger, every verbosity: -vv shows echoed headers
