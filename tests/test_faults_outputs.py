@@ -647,12 +647,11 @@ def test_demo_never_replaces_a_folder_of_the_users_own(tmp_path, tiny_models):
 def test_an_empty_kept_set_is_never_published_as_kept(run_copy):
     from promptmix.dataset_cards.card import read_hub_folder
     from promptmix.utils.io import write_hub_folder
-    from promptmix.utils.outputs import marker_files
 
-    configs, _ = read_hub_folder(run_copy / "fake")
+    configs, _ = read_hub_folder(run_copy / "fake")  # what `filter --allow-empty` writes when nothing is kept
     everything = {"train": configs["all"]["train"]}
     shutil.rmtree(run_copy / "fake")
-    write_hub_folder(run_copy / "fake", {"all": everything}, default="all", extra_files=marker_files("filter"))
+    write_hub_folder(run_copy / "fake", {"all": everything}, default="all")
     with pytest.raises(InputError, match="no kept rows") as exc:
         _publish(run_copy, run_copy.parent / "pub")
     _one_line(exc)
