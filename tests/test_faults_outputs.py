@@ -129,6 +129,9 @@ def test_real_out_may_not_hold_the_raw_download(tmp_path):
 
     dataset = tmp_path / "DATASET"
     raw = write_shanghaitech_raw(dataset / "raw", part="B", n_train=3, n_test=1, size=(48, 32), seed=1)
+    (dataset / "data").mkdir()  # the folder looks like a dataset folder (README.md + data/) and holds the raw download
+    (dataset / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    (dataset / "README.md").write_text("# my dataset\n")
     before = _tree(dataset)
     with pytest.raises(OutputError, match="contains the input") as exc:
         build_shanghaitech(raw, "B", dataset)
@@ -185,35 +188,41 @@ def test_an_earlier_publish_folder_now_holding_the_run_is_refused(run_copy, tmp_
     assert _tree(pub) == before
 
 
-def test_report_and_training_outputs_are_guarded(tmp_path):
+@pytest.mark.usefixtures("_fresh_accelerate_state")
+def test_report_out_is_never_a_training_run_or_around_one(tmp_path):
     from promptmix.training.report.report import write_report
-    from promptmix.training.train.config import TrainConfig
     from promptmix.training.train.trainer import train
 
     runs = tmp_path / "runs"
     run_a = runs / "a"
-    run_a.mkdir(parents=True)
-    (run_a / "metrics.json").write_text("{}")
+    train(_train_config(tmp_path, run_a, epochs=0))  # a finished (evaluation-only) training run
+    before = _tree(runs)
     with pytest.raises(OutputError, match="contains the input"):
         write_report([run_a], runs)
     with pytest.raises(OutputError, match="is the input"):
         write_report([run_a], run_a)
-    assert _tree(runs) == {"a/metrics.json": b"{}"}
+    assert _tree(runs) == before
+    assert write_report([run_a], tmp_path / "report").report.is_file()
 
-    real = tmp_path / "real"
-    real.mkdir()
-    (real / "README.md").write_text("a dataset")
-    for out in (real, real / "train-out", tmp_path):
-        cfg = TrainConfig(task="counting", model="csrnet", real=str(real), output_dir=str(out), cpu=True)
-        with pytest.raises(OutputError):
-            train(cfg)
-    assert _tree(real) == {"README.md": b"a dataset"}
+
+@pytest.mark.usefixtures("_fresh_accelerate_state")
+def test_training_output_dir_is_never_its_data_or_a_folder_of_the_users(tmp_path):
+    from promptmix.training.train.trainer import train
+
+    _train_config(tmp_path, tmp_path / "unused")  # writes tmp_path/real and tmp_path/fake
+    before = _tree(tmp_path)
+    for out, rel in ((tmp_path / "real", "is"), (tmp_path / "real" / "train-out", "lies inside"),
+                     (tmp_path, "contains")):
+        with pytest.raises(OutputError, match=f"{rel} the input") as exc:
+            train(_train_config(tmp_path, out, epochs=0))
+        _one_line(exc)
+    assert _tree(tmp_path) == before
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "paper.tex").write_text("x")
-    cfg = TrainConfig(task="counting", model="csrnet", real=str(real), output_dir=str(busy), cpu=True)
     with pytest.raises(OutputError, match="--overwrite"):
-        train(cfg)
+        train(_train_config(tmp_path, busy, epochs=0))
+    assert _tree(busy) == {"paper.tex": b"x"}
 
 
 def test_run_check_refuses_a_filter_out_that_is_an_existing_folder(tmp_path, capsys):
