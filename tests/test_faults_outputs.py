@@ -665,3 +665,19 @@ def test_an_empty_kept_set_is_never_published_as_kept(run_copy):
         _publish(run_copy, run_copy.parent / "pub")
     _one_line(exc)
     assert not (run_copy.parent / "pub").exists()
+
+
+def test_outputs_written_before_markers_existed_are_still_recognised(annotated, tmp_path):
+    from promptmix.builders import build_shanghaitech
+    from promptmix.testing.raw_datasets import write_shanghaitech_raw
+    from promptmix.utils.outputs import MARKER
+
+    raw = write_shanghaitech_raw(tmp_path / "raw", part="B", n_train=3, n_test=1, size=(48, 32), seed=1)
+    build_shanghaitech(raw, "B", tmp_path / "shtb")
+    out = tmp_path / "elsewhere" / "fake"
+    filter_run(annotated, FilterConfig(keep_percent=50, out=out))
+    for folder in (tmp_path / "shtb", out):  # as an older promptmix wrote them: no marker
+        (folder / MARKER).unlink()
+    build_shanghaitech(raw, "B", tmp_path / "shtb")
+    filter_run(annotated, FilterConfig(keep_percent=50, out=out))
+    assert (tmp_path / "shtb" / MARKER).is_file() and (out / MARKER).is_file()

@@ -50,12 +50,27 @@ def write_marker(folder: str | os.PathLike, command: str) -> Path:
 
 
 def written_by(folder: str | os.PathLike, command: str) -> bool:
-    """``folder`` holds the marker of ``command``."""
+    """``folder`` holds the marker of ``command``, or (written before markers existed) the files only that
+    command writes: ``real`` its README's "Built by `promptmix real`" beside ``data/``, ``filter`` its
+    ``promptmix_filter.yaml``, ``prompts`` its ``info.json`` + ``prompts.parquet`` + ``config.yaml``."""
+    folder = Path(folder)
     try:
-        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("command") == command:
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        if command == "real":
+            return (folder / "data").is_dir() and \
+                "Built by `promptmix real`" in (folder / "README.md").read_text(encoding="utf-8")
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and data.get("command") == command
+    if command == "filter":
+        return (folder / "promptmix_filter.yaml").is_file()
+    if command == "prompts":
+        return all((folder / f).is_file() for f in ("info.json", "prompts.parquet", "config.yaml"))
+    return False
 
 
 def _resolved(path: str | os.PathLike) -> Path:
