@@ -141,7 +141,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_dataset(sht, tmp_path):
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "thesis.tex").write_text("do not delete")
-    with pytest.raises(InputError, match="not a dataset folder"):
+    with pytest.raises(InputError, match="did not write.*thesis.tex"):
         build_shanghaitech(root, "B", precious)
     assert (precious / "thesis.tex").read_text() == "do not delete"
 

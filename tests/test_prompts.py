@@ -186,7 +186,8 @@ def test_empty_bag_and_missing_captions_are_clear_errors(tmp_path, count_run):
 def test_outputs_config_and_manifest(count_run, tmp_path):
     config = PromptsConfig(prefix="large crowd", manual=["x"])
     out = build_prompt_bag(config, count_run / "captions", tmp_path / "bag")  # a captions folder works too
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "info.json", "prompts.parquet", "sources.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".promptmix-output.json", "config.yaml", "info.json",
+                                                     "prompts.parquet", "sources.parquet"]
     assert PromptsConfig.from_yaml(out / "config.yaml") == config
     assert RunFolder(count_run).read_manifest()["stages"]["prompts"]["counts"]["total"] == 3
     assert load_prompt_bag(out).prompts.features == schema.PROMPTS

@@ -234,7 +234,7 @@ def test_bad_arguments_and_foreign_local_dir(run, tmp_path, hub):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("do not delete")
-    with pytest.raises(InputError, match="not written by `promptmix publish`"):
+    with pytest.raises(InputError, match="`promptmix publish` did not write"):
         publish_run(run.run_dir, repo_id="me/x", version="1.0.0", local_dir=foreign, dry_run=True)
     assert (foreign / "thesis.tex").read_text() == "do not delete"
     fake = hub()

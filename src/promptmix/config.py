@@ -108,7 +108,13 @@ class StageConfig:
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path, *, section: str = "") -> C:
-        return cls.from_dict(read_yaml_mapping(path), section=section)
+        """The config in the YAML file ``path``; every error names the file."""
+        try:
+            return cls.from_dict(read_yaml_mapping(path), section=section)
+        except ConfigError as exc:
+            if str(path) in str(exc):
+                raise
+            raise ConfigError(f"config file {path}: {exc}") from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -28,5 +28,14 @@ class RunLockedError(PromptmixError):
     """Another process is already working on this run folder."""
 
 
+class OutputError(InputError):
+    """An output folder would overwrite or delete something the command did not write (an input, the run folder,
+    a folder of the user's own)."""
+
+
+class WriteError(PromptmixError, OSError):
+    """Writing an output failed (disk full, permission denied, read-only file system): the path and the free space."""
+
+
 class TrainingError(PromptmixError):
     """A training run cannot go on: a validation or test metric is NaN or infinite."""

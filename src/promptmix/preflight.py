@@ -389,6 +389,7 @@ def check_pipeline(cfg: Any, *, num_prompts: int | None = None) -> list[Problem]
         for name, run in cfg.train.items():
             problems += check_crop_size(run.crop_size, smallest, subject=f"train.{name}.crop_size",
                                         image_size=run.image_size)
+    problems += check_pipeline_outputs(cfg)
     outputs = [cfg.run_dir, cfg.real_out, cfg.fake_out, *(Path(r.output_dir) for r in cfg.train.values())]
     if cfg.publish_dir is not None:
         outputs.append(cfg.publish_dir)
@@ -397,6 +398,45 @@ def check_pipeline(cfg: Any, *, num_prompts: int | None = None) -> list[Problem]
         if str(out) not in seen:
             seen.add(str(out))
             problems += check_writable([out])
+    return problems
+
+
+def check_pipeline_outputs(cfg: Any) -> list[Problem]:
+    """The output guard (:func:`promptmix.utils.outputs.guard_output`) for every output folder of a pipeline, with
+    the rules each stage applies when it writes: no output is, holds or lies inside an input or what another
+    stage writes, and an existing non-empty folder must be one the stage wrote (its marker) or its own place."""
+    from .errors import OutputError
+    from .publishing.layout import read_provenance
+    from .utils.outputs import guard_output
+
+    run = cfg.run_folder
+    checks: list[tuple[str, Path, dict]] = []
+    if cfg.real.builder != "folder":
+        checks.append(("real.out", cfg.real_out, dict(command="real", inputs=cfg.real.local_inputs(), run=run,
+                                                      own=[run.real], force_flag=None)))
+    if cfg.prompts is not None and cfg.prompts.out is not None:
+        checks.append(("prompts.out", Path(cfg.prompts.out), dict(command="prompts", run=run, own=[run.prompts],
+                                                                  force=cfg.prompts.force)))
+    if cfg.filter is not None:
+        checks.append(("filter.out", cfg.fake_out, dict(command="filter", run=run, own=[run.fake],
+                                                        force=cfg.filter.force)))
+    if cfg.publish_dir is not None:
+        checks.append(("publish.local_dir", cfg.publish_dir, dict(
+            command="publish", run=run, own=[run.publish], force=cfg.publish.force,
+            ours=lambda folder: read_provenance(folder) is not None)))
+    for name, t in cfg.train.items():
+        checks.append((f"train.{name}.output_dir", Path(t.output_dir), dict(
+            command="train", run=run, own=[Path(t.output_dir)], inputs=[cfg.real_out] + (
+                [cfg.fake_out] if t.mixing != "none" else []), force=t.overwrite, force_flag="overwrite: true",
+            ours=lambda folder: (folder / "config.yaml").is_file())))
+    if cfg.report_out is not None:
+        checks.append(("report.out", cfg.report_out, dict(command="report", run=run, own=[run.report])))
+    problems = []
+    for subject, path, kwargs in checks:
+        try:
+            guard_output(path, flag=subject, **kwargs)
+        except OutputError as exc:
+            problems.append(Problem(subject, str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)))
     return problems
 
 

@@ -234,6 +234,9 @@ class RunFolder:
 
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / ".manifest.lock")):
+            from .utils.outputs import remove_stale
+
+            remove_stale(self.root, [f".{self.MANIFEST}.tmp-*"], str(self.root))  # left by a killed write
             manifest = self.read_manifest()
             entry = dict(record)
             entry.setdefault("finished_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -455,13 +458,11 @@ class ChunkStore:
             raise InputError(f"{path}: could not be read as Parquet ({type(exc).__name__}: {exc})") from None
 
     def remove_temps(self) -> int:
-        """Delete temporary chunk files left by a killed run (call while holding the run lock)."""
-        n = 0
-        if self.folder.is_dir():
-            for p in self.folder.glob(".chunk-*.parquet.tmp-*"):
-                p.unlink(missing_ok=True)
-                n += 1
-        return n
+        """Delete temporary chunk files left by a killed run, each logged with its size (call while holding the
+        run lock; files of a process still running are kept)."""
+        from .utils.outputs import remove_stale
+
+        return len(remove_stale(self.folder, [".chunk-*.parquet.tmp-*"], str(self.folder)))
 
     @staticmethod
     def of_rank(num_chunks: int, rank: int, world_size: int) -> list[int]:

@@ -32,6 +32,7 @@ import contextvars
 import dataclasses
 import io
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -501,21 +502,11 @@ class RowWriter:
 
 
 def check_out_folder(out: Path, inputs: Iterable[Path] = ()) -> Path:
-    """``out`` may be new, empty, or a dataset folder written before (it is replaced); nothing else."""
-    out = Path(out).expanduser()
-    for p in inputs:
-        p = Path(p).expanduser().resolve()
-        o = out.resolve()
-        if o == p or p in o.parents:
-            raise InputError(f"--out {out}: is inside the raw input {p}; choose a folder outside it")
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"--out {out}: exists and is not a folder; expected a new or dataset folder")
-        entries = [p.name for p in out.iterdir()]
-        if entries and not ((out / "README.md").is_file() and (out / "data").is_dir()):
-            raise InputError(f"--out {out}: exists and is not a dataset folder (it holds {sorted(entries)[:5]}); "
-                             "choose a new folder (an existing dataset folder is replaced)")
-    return out
+    """``out`` may be new, empty, or a dataset folder ``promptmix real`` wrote before (it is replaced); never an input,
+    a folder inside one or around one (:func:`promptmix.utils.outputs.guard_output`)."""
+    from ..utils.outputs import guard_output
+
+    return guard_output(out, "real", inputs=inputs, force_flag=None)
 
 
 class Build:
@@ -530,7 +521,10 @@ class Build:
         self.features = features
         self.report = BuildReport(builder=builder, out=self.out, task=task)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.build-", dir=self.out.parent))
+        from ..utils.outputs import remove_stale_beside
+
+        remove_stale_beside(self.out, f"promptmix real {builder}")
+        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.build-{os.getpid()}-", dir=self.out.parent))
         self.writer = RowWriter(self._staging / "rows.arrow", features)
         self._split_rows: dict[str, list[int]] = {s: [] for s in SPLITS}
 
@@ -590,7 +584,10 @@ class Build:
         text = body
         if self.report.skipped:
             text += "\n\n## Skipped items\n\n" + "\n".join(f"- `{s.item}`: {s.reason}" for s in self.report.skipped)
-        write_hub_folder(self.out, {"default": splits}, metadata=meta, body=text)
+        from ..utils.outputs import marker_files, write_errors
+
+        with write_errors(self.out):
+            write_hub_folder(self.out, {"default": splits}, metadata=meta, body=text, extra_files=marker_files("real"))
         del splits, data
         return self.report
 

@@ -90,7 +90,9 @@ examples:
             keep = {*spec.keys, *spec.optional, "skip_bad"}
             add_config_arguments(p, RealConfig, skip=[f for f in RealConfig.__dataclass_fields__
                                                       if f not in keep])
-            p.add_argument("--out", type=Path, required=True, help="output folder (replaced if it is a dataset folder)")
+            p.add_argument("--out", type=Path, required=True,
+                           help="output folder: new, empty, or one `promptmix real` wrote before (then replaced); "
+                                "never the raw download, a folder inside it or around it")
             for option in builder_options(builder).values():
                 kind = option.type or type(option.default)
                 p.add_argument(flag_name(option.name), dest=f"option__{option.name}", type=kind, nargs=option.nargs,

@@ -517,7 +517,8 @@ def display_value(value: Any, limit: int = 160) -> str:
         text = str(value)
     if len(text) > limit:
         text = text[: limit - 30] + f"... (full value in {PROVENANCE_FILE})"
-    return text.replace("|", "\\|").replace("\n", " ")
+    # shown in a code span: control characters dropped, a backtick (which would end the span) made a quote
+    return _CONTROL.sub("", text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
 
 
 def display_model_name(name: str) -> str:
@@ -720,8 +721,25 @@ def prompt_facts(inputs: CardInputs) -> dict[str, Any]:
         "origins": dict(sorted(origins.items())),
         "top_words": counter.most_common(12),
         "images_per_prompt": max(per_prompt.values()) if per_prompt else 0,
-        "examples": texts[:5],
+        "examples": [markdown_text(t) for t in texts[:5]],
     }
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def markdown_text(text: str, limit: int = 300) -> str:
+    """User text (a prompt) as one line of plain Markdown: control characters (NUL...) dropped, line breaks made
+    spaces, HTML escaped (``<script>`` shows as text), Markdown syntax escaped (a ``[link](url)`` or an image
+    shows as typed, never as a link), cut to ``limit`` characters."""
+    import html
+
+    text = _CONTROL.sub("", str(text)).replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def jpeg_facts(inputs: CardInputs) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -225,6 +226,35 @@ def _torch_load_weights_only(path: Path, *, mmap: bool = False) -> Any:
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def weights_only_refusal(exc: BaseException, source: str | os.PathLike, what: str) -> CheckpointError | None:
+    """Our refusal for a ``torch.load(weights_only=True)`` failure raised through a library (transformers'
+    ``from_pretrained`` of a ``pytorch_model.bin`` that pickles more than tensors), else None.
+
+    One line: the file, the global it needs, and how to convert it once to safetensors if it is trusted."""
+    import re
+
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+            break
+        e = e.__cause__ or e.__context__
+    else:
+        return None
+    if e is None:
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    folder = Path(source)
+    files = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*")) if folder.is_dir() else [folder]
+    path = files[0] if files else folder
+    needs = f" (it pickles {found.group(1)})" if found else ""
+    return CheckpointError(
+        f"{what}: {path} needs more than weights to load{needs}; promptmix only loads weights (torch.load with "
+        f"weights_only=True, or .safetensors). If you trust the file, convert it once: "
+        f"`safetensors.torch.save_file(torch.load('{path.name}', weights_only=False), 'model.safetensors')` beside "
+        f"its config.json (remove {path.name}), then give that folder")
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -109,9 +109,14 @@ def write_demo_inputs(out: str | Path, settings: DemoSettings | None = None) -> 
     models = save_tiny_models(out / "models", keys=("sd", "captioner", "counter_a", "counter_b"), seed=s.seed)
     raw = out / "raw"
     if not (raw / "part_B" / "test_data" / "ground-truth").is_dir():
+        from ..utils.outputs import guard_output, remove_stale_beside, write_marker
+
+        guard_output(raw, "demo", force_flag=None)  # a folder `raw` of the user's own is never replaced
+        remove_stale_beside(raw, "promptmix demo")
         with atomic_path(raw) as tmp:
             write_shanghaitech_raw(tmp, part="B", n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed,
                                    quality=75)
+            write_marker(tmp, "demo")
     path = out / "demo.yaml"
     text = HEADER.format(path=path) + yaml.safe_dump(demo_config(out, models, raw, s), sort_keys=False)
     if not edited_config(path):

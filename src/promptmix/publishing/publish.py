@@ -13,6 +13,7 @@ errors from the Hub are re-raised as :class:`HubPublishError` with the token scr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..dataset_cards.card import PROVENANCE_FILE, history_entry, load_card_inputs, resolve_date
 from ..errors import InputError, PromptmixError
@@ -28,6 +29,8 @@ from ..utils.io import atomic_path
 from .layout import RepoLayout, build_repo, read_provenance, stale_files
 
 logger = logging.getLogger(__name__)
+
+STAGE = "publish"
 
 REPO_TYPE = "dataset"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
@@ -115,6 +118,56 @@ def scrub(text: str, secrets: list[str]) -> str:
     return re.sub(r"hf_[A-Za-z0-9]{20,}", "***", text)
 
 
+class ScrubFilter(logging.Filter):
+    """A logging filter that replaces every secret (and anything shaped like a Hub token) by ``***`` in a record's
+    message, arguments, exception text and stack text (records are formatted here, so no handler sees the raw
+    arguments)."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: keep its template only
+            message = str(record.msg)
+        record.msg, record.args = scrub(message, self.secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info, self.secrets)
+        return True
+
+
+#: loggers of the HTTP stack that print requests and responses at DEBUG (made now so they get the filter too)
+_HTTP_LOGGERS = ("huggingface_hub", "httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "requests", "filelock",
+                 "fsspec", "aiohttp")
+
+
+@contextlib.contextmanager
+def scrubbed_logs(secrets: list[str]) -> Iterator[None]:
+    """While the block runs, :class:`ScrubFilter` sits on every logger and every handler that exists (the root's,
+    each library's, ``logging.lastResort``), so no record of any logger at any level carries a secret."""
+    flt = ScrubFilter(secrets)
+    for name in _HTTP_LOGGERS:
+        logging.getLogger(name)
+    loggers = [logging.getLogger()] + [lg for lg in list(logging.Logger.manager.loggerDict.values())
+                                       if isinstance(lg, logging.Logger)]
+    handlers = {id(h): h for lg in loggers for h in lg.handlers}
+    if logging.lastResort is not None:
+        handlers[id(logging.lastResort)] = logging.lastResort
+    for item in [*loggers, *handlers.values()]:
+        item.addFilter(flt)
+    try:
+        yield
+    finally:
+        for item in [*loggers, *handlers.values()]:
+            item.removeFilter(flt)
+
+
 def _hub_error(step: str, exc: BaseException, secrets: list[str]) -> HubPublishError:
     message = scrub(f"{type(exc).__name__}: {exc}", secrets)
     hint = ""
@@ -158,15 +211,20 @@ def _read_hub_state(api, repo_id: str, branch: str) -> _HubState:
     return _HubState(True, tags, branches, files, history)
 
 
-def _check_local_dir(local_dir: Path, force: bool) -> dict[str, Any] | None:
-    """Refuse to replace a non-empty folder that ``promptmix publish`` did not write (unless ``force``)."""
-    if local_dir.exists() and not local_dir.is_dir():
-        raise InputError(f"--local-dir {local_dir} exists and is not a folder")
-    previous = read_provenance(local_dir) if local_dir.is_dir() else None
-    if local_dir.is_dir() and any(local_dir.iterdir()) and previous is None and not force:
-        raise InputError(f"--local-dir {local_dir} is not empty and was not written by `promptmix publish`; "
-                         "give a new or empty folder (or --force to replace it)")
-    return previous
+def _check_local_dir(local_dir: Path, force: bool, run_dir, real) -> dict[str, Any] | None:
+    """The output guard (:func:`promptmix.utils.outputs.guard_output`): never the run folder, a folder around it,
+    or what another stage writes in it, nor the real dataset, even with ``force``; a non-empty folder that
+    ``promptmix publish`` did not write only with ``force``. Returns the provenance of an earlier publication there."""
+    from ..run_folder import RunFolder
+    from ..utils.model_source import is_local_ref
+    from ..utils.outputs import guard_output, remove_stale_beside
+
+    run = RunFolder(run_dir)
+    local_real = real if real is not None and is_local_ref(str(real)) else None
+    guard_output(local_dir, STAGE, run=run, own=[run.publish], inputs=[local_real], force=force, flag="--local-dir",
+                 ours=lambda folder: read_provenance(folder) is not None)
+    remove_stale_beside(local_dir, f"promptmix {STAGE}")
+    return read_provenance(local_dir) if local_dir.is_dir() else None
 
 
 def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local_dir: str | os.PathLike | None = None,
@@ -194,49 +252,59 @@ def publish_run(run_dir: str | os.PathLike, *, repo_id: str, version: str, local
     repo_id = check_repo_id(repo_id)
     branch_name = branch or "main"
     local = Path(local_dir) if local_dir is not None else None
-    previous_local = _check_local_dir(local, force) if local is not None else None
+    previous_local = _check_local_dir(local, force, run_dir, real) if local is not None else None
     inputs = load_card_inputs(run_dir, real=real)
+    if set(inputs.configs) == {"all"}:  # `promptmix filter --allow-empty` kept nothing: never publish `all` as kept
+        raise InputError(f"{run_dir}: the fake dataset has no kept rows (every row was filtered out; it holds config "
+                         "'all' only); nothing to publish. Refilter with a higher --keep or other annotators")
 
     secrets = _secrets(token)
-    api, state = None, None
-    history: list[dict[str, Any]] = []
-    if not dry_run:
-        from huggingface_hub import HfApi
+    with scrubbed_logs(secrets):  # every logger, every verbosity: -vv shows echoed headers
+        api, state = None, None
+        history: list[dict[str, Any]] = []
+        if not dry_run:
+            from huggingface_hub import HfApi
 
-        api = HfApi(token=token)
-        try:
-            state = _read_hub_state(api, repo_id, branch_name)
-        except Exception as exc:
-            raise _hub_error(f"reading {repo_id} on the Hub", exc, secrets) from None
-        if tag in state.tags and not force:
-            raise VersionExistsError(f"{repo_id} already has version {version} (tag {tag} on commit "
-                                     f"{state.tags[tag][:12]}); publish a new version, or pass --force to move the tag")
-        history = state.history
-    elif previous_local is not None and previous_local.get("dataset", {}).get("repo_id") == repo_id:
-        history = list(previous_local.get("history") or [])
-    history = [h for h in history if str(h.get("version")) != version]
-    rows_kept = sum(len(d) for d in inputs.configs[inputs.kept_config].values())
-    rows_all = sum(len(d) for d in inputs.configs[inputs.all_config].values())
-    date = resolve_date(date)
-    history.append(history_entry(version, date, rows_kept, rows_all, notes))
-    local_card = bool(local_card and dry_run and local is not None)
-    build = dict(inputs=inputs, repo_id=repo_id, version=version, branch=branch_name, history=history,
-                 license=license, pretty_name=pretty_name, notice=notice, date=date,
-                 local_path=local.resolve().as_posix() if local_card else None)
+            api = HfApi(token=token)
+            try:
+                state = _read_hub_state(api, repo_id, branch_name)
+            except Exception as exc:
+                raise _hub_error(f"reading {repo_id} on the Hub", exc, secrets) from None
+            if tag in state.tags and not force:
+                raise VersionExistsError(f"{repo_id} already has version {version} (tag {tag} on commit "
+                                         f"{state.tags[tag][:12]}); publish a new version, or pass --force to move the tag")
+            history = state.history
+        elif previous_local is not None and previous_local.get("dataset", {}).get("repo_id") == repo_id:
+            history = list(previous_local.get("history") or [])
+        history = [h for h in history if str(h.get("version")) != version]
+        rows_kept = sum(len(d) for d in inputs.configs[inputs.kept_config].values())
+        rows_all = sum(len(d) for d in inputs.configs[inputs.all_config].values())
+        date = resolve_date(date)
+        history.append(history_entry(version, date, rows_kept, rows_all, notes))
+        local_card = bool(local_card and dry_run and local is not None)
+        build = dict(inputs=inputs, repo_id=repo_id, version=version, branch=branch_name, history=history,
+                     license=license, pretty_name=pretty_name, notice=notice, date=date,
+                     local_path=local.resolve().as_posix() if local_card else None)
 
-    if local is not None:
-        with atomic_path(local) as tmp:
-            layout = build_repo(root=tmp, **build)
-        layout.root = local
-        logger.info("wrote %d files to %s", len(layout.files), local)
-        return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
-                               private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
-                               local=local, run_dir=Path(run_dir), local_card=local_card)
-    with tempfile.TemporaryDirectory(prefix="promptmix-publish-") as tmp:
-        layout = build_repo(root=Path(tmp) / "repo", **build)
-        return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
-                               private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
-                               local=None, run_dir=Path(run_dir))
+        if local is not None:
+            from ..utils.outputs import write_errors
+
+            # the folder is the repo, file for file: its provenance.json is the marker that publish wrote it
+            with atomic_path(local) as tmp, write_errors(local):
+                layout = build_repo(root=tmp, **build)
+            layout.root = local
+            logger.info("wrote %d files to %s", len(layout.files), local)
+            return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
+                                   private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
+                                   local=local, run_dir=Path(run_dir), local_card=local_card)
+        from ..utils.outputs import write_errors
+
+        with tempfile.TemporaryDirectory(prefix="promptmix-publish-") as tmp:
+            with write_errors(Path(tmp) / "repo"):  # the repo is built in the temp folder before it is pushed
+                layout = build_repo(root=Path(tmp) / "repo", **build)
+            return _push_or_report(layout, api, state, repo_id=repo_id, version=version, tag=tag, branch=branch,
+                                   private=private, dry_run=dry_run, force=force, notes=notes, secrets=secrets,
+                                   local=None, run_dir=Path(run_dir))
 
 
 def _push_or_report(layout: RepoLayout, api, state: _HubState | None, *, repo_id: str, version: str, tag: str,

@@ -56,7 +56,9 @@ def save_tiny_models(out_dir: str | Path, *, class_names: Sequence[str] = DEFAUL
         folder = out_dir / key
         if not (folder / ".complete").exists():
             from ..utils.io import atomic_path
+            from ..utils.outputs import guard_output
 
+            guard_output(folder, "demo", flag="tiny model folder", force_flag=None)  # never a folder of the user's
             with atomic_path(folder) as tmp:
                 tmp.mkdir(parents=True)
                 writers[key](tmp)

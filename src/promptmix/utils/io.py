@@ -27,14 +27,24 @@ PARQUET_MAX_ROWS_PER_SHARD = 1000
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
 
-    Works for files and folders. On error the temporary is removed and ``target`` is untouched.
-    An existing folder at ``target`` is replaced only after the new one is complete.
+    Works for files and folders. On error the temporary is removed and ``target`` is untouched; a full disk
+    (or a read-only or over-quota file system) is a one-line :class:`~promptmix.errors.WriteError` naming
+    ``target`` and the free space. An existing folder at ``target`` is replaced only after the new one is
+    complete; callers check first that it may be (:func:`promptmix.utils.outputs.guard_output`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{next(tempfile._get_candidate_names())}"
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            from .outputs import disk_error
+
+            err = disk_error(exc, target)
+            if err is not None:
+                raise err from None
+            raise
         if target.is_dir() and tmp.is_dir():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
             os.replace(target, old)

@@ -247,6 +247,8 @@ def annotate_run(run_dir: RunFolder | str | Path, specs: Sequence[str], *, batch
     with contextlib.ExitStack() as stack:
         if rank == 0:
             stack.enter_context(run.lock(STAGE))
+            for name in names:  # partial chunk files of a killed run (logged with their size)
+                run.annotation_chunks(name).remove_temps()
         return _annotate(run, specs, names, task, class_names, chunks, state, batch_size=batch_size, device=device,
                          dtype=dtype, revision=revision)
 

@@ -41,7 +41,14 @@ class TransformersAnnotator(Annotator):
         try:
             self.processor = getattr(transformers, self.processor_class).from_pretrained(self.source.path)
             model = getattr(transformers, self.model_class).from_pretrained(self.source.path, dtype=self.dtype)
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:
+            from ...models.checkpoints import weights_only_refusal
+
+            refusal = weights_only_refusal(exc, self.source.path, f"{self.task} annotator {self.source.name!r}")
+            if refusal is not None:
+                raise refusal from None
+            if not isinstance(exc, (OSError, ValueError, KeyError)):
+                raise
             raise ModelLoadError(f"{self.task} annotator {self.source.name!r}: could not load {self.what} "
                                  f"({exc})") from exc
         self._after_load(model)

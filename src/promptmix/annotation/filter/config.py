@@ -23,6 +23,11 @@ class FilterConfig(StageConfig):
                                               "in the order they first ran); set by `promptmix run` to its "
                                               "annotate.annotators")
     out: Path | None = field(None, help="output folder (default RUN/fake)", runtime=True)
+    force: bool = field(False, runtime=True, help="replace a non-empty --out folder that `promptmix filter` did "
+                                                  "not write (never the run folder, nor a folder in or around it)")
+    allow_empty: bool = field(False, runtime=True, help="write the dataset even when every row is filtered out "
+                                                        "(then only its 'all' config, the default: datasets loads no "
+                                                        "empty split); by default that is an error")
 
     def validate(self) -> None:
         if isinstance(self.keep_percent, bool) or not isinstance(self.keep_percent, (int, float)) \

@@ -194,6 +194,7 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     from datasets import Dataset
 
     from ...utils.io import write_hub_folder
+    from ...utils.outputs import guard_output, marker_files, remove_stale_beside, write_errors
 
     config = config or FilterConfig()
     from ...generation.generate.plan import read_plan
@@ -226,6 +227,8 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
         logger.warning("%s: generation is incomplete (%d of %d chunks); filtering the rows generated so far",
                        run_dir, len(chunks), int(planned))
     out = Path(config.out) if config.out is not None else run.fake
+    guard_output(out, STAGE, run=run, own=[run.fake], force=config.force)
+    remove_stale_beside(out, f"promptmix {STAGE}")
 
     # pass 1: scores and flags --------------------------------------------------------------------------------
     qcols = list(spec.quality_columns)
@@ -262,6 +265,12 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     kept_idx = set(order[:keep_count(n_valid, config.keep_percent)]) if len(names) > 1 else set(order)
     kept_scores = [scores[i] for i in kept_idx if scores[i] is not None]
     threshold = max(kept_scores) if kept_scores else None
+    if not kept_idx and not config.allow_empty:
+        n_flagged = len(valid) - n_valid
+        raise InputError(f"{run_dir}: every row was filtered out ({n_flagged} flagged NaN/inf by an annotator, "
+                         f"{n_valid - len(kept_idx)} below the keep share of {config.keep_percent:g} %, of "
+                         f"{len(valid)} row(s) in {len(chunks)} image chunk(s)); nothing was written. Check the "
+                         "annotators (`promptmix annotate`), or pass --allow-empty to write an empty 'kept' set")
 
     # pass 2: the rows ----------------------------------------------------------------------------------------
     features = S.fake_features(task, class_names)
@@ -291,14 +300,18 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
                 yield row
                 index += 1
 
-    with tempfile.TemporaryDirectory(prefix="promptmix-filter-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="promptmix-filter-") as tmp, write_errors(out):
         all_ds = Dataset.from_generator(fake_rows, features=features, cache_dir=tmp)
         kept_ds = all_ds.select(sorted(kept_idx))
         meta = {"tags": ["promptmix", "synthetic", task]}
-        write_hub_folder(out, {CONFIG_KEPT: {SPLIT: kept_ds}, CONFIG_ALL: {SPLIT: all_ds}}, default=CONFIG_KEPT,
+        # datasets cannot load a split of no rows ("corresponds to no data"): an empty kept set (allow_empty) is
+        # written as the 'all' config alone, the default, every row with kept = false
+        configs = {CONFIG_KEPT: {SPLIT: kept_ds}, CONFIG_ALL: {SPLIT: all_ds}} if kept_idx else \
+            {CONFIG_ALL: {SPLIT: all_ds}}
+        write_hub_folder(out, configs, default=CONFIG_KEPT if kept_idx else CONFIG_ALL,
                          metadata=meta, body=_readme_body(run_dir, task, names, target_name, config,
                                                           len(valid), len(kept_idx), len(valid) - n_valid, threshold),
-                         extra_files={"promptmix_filter.yaml": config.to_yaml()})
+                         extra_files={"promptmix_filter.yaml": config.to_yaml(), **marker_files(STAGE)})
 
     report = FilterReport(run_dir=run_dir, out=out, task=task, annotators=names, target=target_name,
                           keep_percent=config.keep_percent, rows=len(valid), kept=len(kept_idx),

@@ -131,6 +131,11 @@ class Captioner:
                 self.tokenizer = (processor if hasattr(processor, "batch_decode")
                                   else AutoTokenizer.from_pretrained(source.path, **remote))
         except Exception as exc:
+            from ...models.checkpoints import weights_only_refusal
+
+            refusal = weights_only_refusal(exc, source.path, f"captioning model {source.name!r}")
+            if refusal is not None:
+                raise refusal from None
             raise ModelLoadError(f"captioning model {source.name!r} could not be loaded from {source.path} as an "
                                  f"image-to-text model (BLIP, BLIP-2, GIT, vision-encoder-decoder, ...): "
                                  f"{type(exc).__name__}: {exc}") from None
@@ -215,6 +220,7 @@ def caption_dataset(config: CaptionConfig, run_dir: RunFolder | str | Path, *,
               else [None] * len(ds))
 
     store = run.caption_chunks(config_hash)
+    store.remove_temps()  # partial chunk files of a killed run (logged with their size)
     chunk = config.chunk_size
     n_chunks = (len(ds) + chunk - 1) // chunk
     todo = []

@@ -255,7 +255,14 @@ def read_plan(run: RunFolder | str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path} does not exist: {run.root} holds no generated images; run `promptmix generate "
                          f"--out {run.root} ...` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable plan ({type(exc).__name__}: {exc}); it is written by `promptmix "
+                         "generate`: restore it, or generate again into a new run folder") from None
+    if not isinstance(plan, dict):
+        raise InputError(f"{path}: expected a JSON object (the generation plan), got {type(plan).__name__}")
+    return plan
 
 
 def read_run_config(run: RunFolder | str | Path) -> GenerateConfig:

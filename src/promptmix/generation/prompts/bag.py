@@ -49,6 +49,8 @@ from ...errors import ConfigError, InputError
 from ...run_folder import RunFolder
 from ...tasks import get_task
 from ...utils.io import atomic_path
+from ...utils.model_source import is_local_ref
+from ...utils.outputs import guard_output, remove_stale_beside, write_errors, write_marker
 from .config import PromptsConfig, _format_fields
 
 logger = logging.getLogger(__name__)
@@ -436,6 +438,11 @@ def build_prompt_bag(config: PromptsConfig, run_dir: str | Path | None, out_dir:
             raise InputError("build_prompt_bag: give run_dir (a run folder with captions/) or real (a real dataset)")
         run_dir, captions_dir = _locate(Path(run_dir), config.needs_captions())
     out_dir = Path(out_dir) if out_dir is not None else RunFolder(run_dir).prompts
+    local_real = real if real is not None and is_local_ref(str(real)) else None
+    guard_output(out_dir, "prompts", inputs=[captions_dir, local_real, config.manual_file],
+                 run=RunFolder(run_dir) if captions_dir is not None else None, own=[RunFolder(run_dir).prompts],
+                 force=config.force)
+    remove_stale_beside(out_dir, "promptmix prompts")
     if captions_dir is not None:
         captions = read_parquet(captions_dir / "captions.parquet")
         if (captions_dir / SOURCES_FILE).is_file():
@@ -472,8 +479,9 @@ def build_prompt_bag(config: PromptsConfig, run_dir: str | Path | None, out_dir:
         "config_hash": config.config_hash(),
     }
     prompts_ds = _rows_to_dataset(rows, schema.PROMPTS)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, write_errors(out_dir):
         tmp.mkdir(parents=True)
+        write_marker(tmp, "prompts")
         prompts_ds.to_parquet(str(tmp / PROMPTS_FILE))
         sources_ds.to_parquet(str(tmp / SOURCES_FILE))
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -48,6 +48,8 @@ class PromptsConfig(StageConfig):
     split: str = field("train", help="split of `real` whose images are the sources")
     out: Path | None = field(None, runtime=True, help="the prompt bag folder (default RUN/prompts; required with "
                                                       "--real when no run folder is given)")
+    force: bool = field(False, runtime=True, help="replace a non-empty --out folder that `promptmix prompts` did "
+                                                  "not write (never an input, nor the run folder)")
     tokenizer: str | None = field(None, runtime=True, help="tokenizer or diffusers pipeline (id or folder) to count "
                                                            "the prompts that will be truncated")
     tokenizer_revision: str | None = field(None, runtime=True, help="revision of `tokenizer` when it is a Hub id")

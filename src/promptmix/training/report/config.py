@@ -29,6 +29,8 @@ class ReportConfig(StageConfig):
                              help="folder for report.md, test_metric.png, training_curves.png, comparison.json "
                                   "(default RUN/report; `promptmix report` without a run folder: ./report; "
                                   "'none': print only)")
+    force: bool = field(False, runtime=True, help="write into a non-empty --out folder that `promptmix report` did "
+                                                  "not write (never a training run's folder)")
 
     def validate(self) -> None:
         if self.names is not None and len(self.names) != len(self.runs):

@@ -354,14 +354,20 @@ class ReportFiles:
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, baseline: str | Path | None = None,
-                 names: Sequence[str] | None = None) -> ReportFiles:
+                 names: Sequence[str] | None = None, force: bool = False) -> ReportFiles:
     """Compare the runs and write ``report.md``, ``training_curves.png``, ``test_metric.png`` and
-    ``comparison.json`` into ``out_dir`` (each file atomically; other files there are left alone)."""
-    comparison = compare_runs(run_dirs, baseline=baseline, names=names)
+    ``comparison.json`` into ``out_dir`` (each file atomically; other files there are left alone). ``out_dir``
+    is never a training run's folder nor around one; a non-empty folder the report did not write needs ``force``."""
+    from ...utils.outputs import guard_output, write_marker
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} is a file; expected a folder for {REPORT_FILE} and the figures")
+    guard_output(out, "report", inputs=run_dirs, force=force,
+                 ours=lambda folder: (folder / REPORT_FILE).is_file() and (folder / COMPARISON_FILE).is_file())
+    comparison = compare_runs(run_dirs, baseline=baseline, names=names)
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "report")
     curves = plot_curves([r.path for r in comparison.runs], out / CURVES_FILE,
                          names=[r.name for r in comparison.runs])
     bars = plot_test_metric(comparison, out / BARS_FILE)

@@ -60,7 +60,7 @@ examples:
             return {"out": None, "table": comparison.table()}
         if out.suffix.lower() == ".png":
             raise InputError(f"--out: expected a folder ({REPORT_FILE} and two PNGs go there); got {out}")
-        files = write_report(config.runs, out, baseline=config.baseline, names=config.names)
+        files = write_report(config.runs, out, baseline=config.baseline, names=config.names, force=config.force)
         comparison = files.comparison
         return {"out": str(files.report), "baselines": comparison.baselines, "table": comparison.table(),
                 "figures": [files.bars.name, files.curves.name],

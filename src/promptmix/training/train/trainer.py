@@ -228,10 +228,34 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainerState, keep: int)
 def _load_checkpoint(accelerator, ckpt: Path) -> TrainerState:
     try:
         accelerator.load_state(str(ckpt))
+        data = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        return TrainerState(**data)
     except Exception as exc:
-        raise CheckpointError(f"{ckpt}: could not be loaded to resume ({exc}); delete it or pass --overwrite") from None
-    data = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-    return TrainerState(**data)
+        raise CheckpointError(f"{ckpt}: could not be loaded to resume ({_first_line(exc)}); delete it or pass "
+                              "--overwrite") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _resume_checkpoint(accelerator, run_dir: Path, lr: float) -> tuple[Path | None, TrainerState]:
+    """The newest checkpoint of ``run_dir`` that loads, newest first; a broken one (a weights file deleted, a
+    truncated optimizer state) is skipped with a warning naming it and why. ``(None, TrainerState())`` when there is
+    none; :class:`CheckpointError` when there are some and none loads."""
+    root = run_dir / "checkpoints"
+    done = sorted((p for p in root.glob("epoch-*") if (p / STATE_FILE).exists()), reverse=True) \
+        if root.exists() else []
+    for ckpt in done:
+        try:
+            return ckpt, _load_checkpoint(accelerator, ckpt)
+        except CheckpointError as exc:
+            logger.warning("lr %g: skipping the broken checkpoint %s (%s); trying the one before it", lr, ckpt, exc)
+    if done:  # a failed load may have filled part of the model or optimizer: never train on from that
+        raise CheckpointError(f"lr {lr:g}: none of the {len(done)} checkpoint(s) in {root} loads (see the warnings); "
+                              "delete them to start this learning rate again, or pass --overwrite")
+    return None, TrainerState()
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
@@ -312,10 +336,8 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: Task, 
     model, optimizer = accelerator.prepare(model, optimizer)
     val_loader = eval_loader(accelerator, data, "validation", settings, config)
 
-    state = TrainerState()
-    ckpt = latest_checkpoint(run_dir) if config.resume else None
+    ckpt, state = _resume_checkpoint(accelerator, run_dir, lr) if config.resume else (None, TrainerState())
     if ckpt is not None:
-        state = _load_checkpoint(accelerator, ckpt)
         logger.info("lr %g: resuming after epoch %d from %s", lr, state.epoch, ckpt)
 
     total = mix.total_epochs
@@ -424,10 +446,34 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> dict[str, An
     from ...run_folder import RunFolder
 
     out = config.output_path
+    _guard_output_dir(config)
     accelerator = make_accelerator(config)
+    with contextlib.ExitStack() as stack:
+        if accelerator.is_main_process:
+            stack.enter_context(RunFolder(out).lock("train"))
+        return _train(config, data, accelerator)
+
+
+def _guard_output_dir(config: TrainConfig) -> None:
+    """--output-dir is never a dataset it reads (nor inside or around one); a non-empty folder that is not a
+    training run (no config.yaml) is refused unless --overwrite."""
+    from ...utils.model_source import is_local_ref
+    from ...utils.outputs import guard_output
+
+    inputs = [p for p in (config.real, config.fake, config.weights) if p and is_local_ref(str(p))]
+    guard_output(config.output_path, "train", inputs=inputs, force=config.overwrite, flag="--output-dir",
+                 force_flag="--overwrite", ours=lambda folder: (folder / "config.yaml").is_file())
+
+
+def _train(config: TrainConfig, data: TrainingData | None, accelerator) -> dict[str, Any]:
+    from ...run_folder import RunFolder
+    from ...utils.outputs import write_marker
+
+    out = config.output_path
     _check_output_dir(accelerator, config)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "train")
         write_text_atomic(out / "config.yaml", config.to_yaml())
     spec = get_task(config.task)
     with accelerator.main_process_first():
