@@ -25,9 +25,9 @@ from promptmix import schema as S
 from promptmix.annotation.annotate import runner
 from promptmix.annotation.filter.filtering import FilterConfig, filter_run
 from promptmix.errors import InputError, OutputError, RunLockedError, WriteError
-from promptmix.run_folder import CHUNK_PATTERN, RunFolder
+from promptmix.run_folder import RunFolder
 from promptmix.testing._annotators import write_generated_run
-from promptmix.utils.io import write_json_atomic, write_parquet_atomic
+from promptmix.utils.io import write_json_atomic
 
 
 # -- a small annotated run (the filter's input), written by the real chunk writers -----------------------------
@@ -47,7 +47,7 @@ def _store(run_dir, name, counts, side=2):
         outputs = [{S.COUNT: float(n), S.DENSITY: np.full((side, side), n / side**2, np.float16),
                     S.OK: bool(np.isfinite(n))} for n in counts[i:i + len(row_ids)]]
         ds = runner._rows_to_dataset("counting", row_ids, outputs, name)
-        write_parquet_atomic(ds, folder / CHUNK_PATTERN.format(c))
+        RunFolder(run_dir).annotation_chunks(name).write(c, ds, footer=runner.label_footer(path))
         i += len(row_ids)
 
 

@@ -374,8 +374,8 @@ def run_stages(run_dir: RunFolder | str | os.PathLike, stages: Sequence[Step], *
         shutil.rmtree(run.trash, ignore_errors=True)
         from ..utils.outputs import remove_stale
 
-        remove_stale(run.pipeline, [f".{p.name}.tmp-*" for p in (run.pipeline_state, run.pipeline_config,
-                                                               run.fingerprints)], "promptmix run")
+        remove_stale(run.pipeline, [f".{p.name}.tmp-*" for p in (run.pipeline_state, run.pipeline_config)],
+                     "promptmix run")
         state = PipelineState(run)
         survey = _survey(stages, state, groups, i_from, i_until)
         if survey.outside:
