@@ -227,6 +227,28 @@ def parts_yaml_configs(configs: Mapping[str, Sequence[str]], parts: Mapping[str,
     return out
 
 
+def write_parts_folder(out_dir: str | os.PathLike, parts: Mapping[str, Mapping[str, Any]],
+                       configs: Mapping[str, Sequence[str]], *, default: str, metadata: Mapping[str, Any] | None = None,
+                       body: str = "", max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> Path:
+    """A Hub-layout folder whose configs share files: ``parts`` maps a part name to ``{split: Dataset}``
+    (written once under ``data/<part>/``), ``configs`` a config to its parts (:func:`parts_yaml_configs`)."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        fingerprints: dict[str, dict[str, str]] = {}
+        for part, splits in parts.items():
+            fingerprints[part] = {}
+            for split, ds in splits.items():
+                writer = ShardWriter(tmp / "data" / part, split, ds.features, max_rows=max_rows)
+                for batch in ds.with_format("arrow").iter(batch_size=max(1, min(max_rows, 256))):
+                    writer.write(batch)
+                fingerprints[part][split] = writer.close()
+        meta = dict(metadata or {})
+        meta["configs"] = parts_yaml_configs(configs, fingerprints, default)
+        (tmp / "README.md").write_text(render_readme(meta, body or f"# {out_dir.name}\n"), encoding="utf-8")
+    return out_dir
+
+
 def render_readme(metadata: Mapping[str, Any], body: str) -> str:
     """A README.md with YAML front matter (as the Hub and ``load_dataset`` read it) and a Markdown body."""
     front = yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True)

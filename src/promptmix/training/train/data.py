@@ -7,7 +7,7 @@ with ``with_format("numpy")``; images stay encoded until a row is used.
 
 Training targets:
 
-* counting: a full-resolution density map -- from the head points (``promptmix.density.density_map``,
+* counting: the density map -- from the head points (``promptmix.density.density_map``,
   normalised Gaussians, sigma 4, kernel 15) for real rows, the chosen annotator's map spread over the
   pixels its cells sit on for fake rows -- cropped and flipped with the image, then summed into the
   cells of the model's output grid for that size (``promptmix.density.align_density``: ``H // 8`` cells
@@ -17,8 +17,19 @@ Training targets:
   with the image; zero marks invalid pixels.
 * classification: the class index (fake rows' ``label``, or the chosen annotator's prediction).
 
-Images are normalised with the ImageNet mean and standard deviation. A batch is a list of groups
-of same-sized samples (:func:`collate`), so images of different sizes can share a batch.
+Only the crop is computed: the crop window is drawn first, then the counting target is summed straight
+into the model's output cells over it (float32, no full-frame map: ``density.crop_density_target`` for
+head points, ``density.crop_map_target`` for an annotator's map) and a depth map is sliced or resized
+bilinearly for the crop's pixels only (:func:`crop_resize_map`); the result equals the full-frame path
+(map, crop, flip, sum) up to float rounding. Rows are read from Arrow (:func:`arrow_row`): maps and point
+lists become NumPy views, never Python lists. A fake row's target map is stored once: the row's
+``density``/``depth`` column for the ``mean`` target, else the map of its ``target_annotator`` in
+``annotations``.
+
+Images leave the loader as uint8 (3, H, W) tensors; the trainer normalises them on the device
+(:func:`normalize`, ImageNet mean and standard deviation), a quarter of float32's bytes per transfer.
+A batch is a list of groups of same-sized samples (:func:`collate`), so images of different sizes can
+share a batch.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from ... import schema
+from ... import maps, schema
 from ...tasks import get_task
 from ...builders.loading import load_real, load_source
 from ...errors import InputError
@@ -196,6 +207,56 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def to_uint8_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) uint8: what crosses to the device (a quarter of float32's bytes); the
+    trainer normalises there (:func:`normalize`)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 images (..., 3, H, W) -> ImageNet-normalised float32, where the tensor is (the device);
+    float input is taken as normalised already and returned as is. The same arithmetic as :func:`to_tensor`."""
+    if pixels.dtype != torch.uint8:
+        return pixels
+    x = pixels.float().div_(255.0)
+    mean = torch.as_tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def _bilinear_rows(n_in: int, n_out: int, start: int, size: int) -> np.ndarray:
+    """(size, n_in) float32: rows ``start .. start + size`` of the bilinear resize matrix ``n_in -> n_out``
+    (``F.interpolate(..., mode="bilinear", align_corners=False)``), zero for rows beyond ``n_out``."""
+    out = np.zeros((size, n_in), dtype=np.float32)
+    i = np.arange(start, min(start + size, n_out))
+    if len(i) == 0:
+        return out
+    src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = (src - i0).astype(np.float32)
+    rows = i - start
+    np.add.at(out, (rows, i0), 1.0 - lam)
+    np.add.at(out, (rows, i1), lam)
+    return out
+
+
+def crop_resize_map(depth: np.ndarray, image_size: tuple[int, int], window: tuple[int, int, int, int],
+                    flip: bool = False) -> np.ndarray:
+    """The ``window`` (y, x, height, width) of ``depth`` resized bilinearly to ``image_size``, zero beyond the
+    image, flipped left-right with ``flip``: only the crop's pixels are computed (two small matrix products)."""
+    h, w = image_size
+    y, x, ch, cw = window
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.shape == (h, w):
+        out = _pad_to(depth[y:y + ch, x:x + cw], ch, cw)
+    else:
+        ry = _bilinear_rows(depth.shape[0], h, y, ch)
+        rx = _bilinear_rows(depth.shape[1], w, x, cw)
+        out = ry @ depth @ rx.T
+    return np.array(out[:, ::-1] if flip else out, dtype=np.float32, order="C")  # a writable copy of the crop
+
+
 def _pad_to(arr: np.ndarray, h: int, w: int) -> np.ndarray:
     ph, pw = max(0, h - arr.shape[0]), max(0, w - arr.shape[1])
     if ph == 0 and pw == 0:
@@ -269,25 +330,94 @@ class SampleSettings:
         return (self.density_kernel_size // 2) / self.density_sigma
 
 
+def _is_map(feature: Any) -> bool:
+    return isinstance(feature, dict) and set(feature) == {maps.SHAPE, maps.DATA}
+
+
+def _nested_array(column) -> np.ndarray:
+    """A one-row ``list<list<number>>`` Arrow column (points, boxes, an old nested map) as an (N, K) array."""
+    rows = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    inner = rows.flatten()
+    n = len(inner)
+    values = inner.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(n, -1) if n else np.zeros((0, 0), dtype=values.dtype)
+
+
+def arrow_row(table, features) -> dict:
+    """One row (a one-row Arrow table) as the data path reads it, with no Python object per value: images
+    undecoded (``{"bytes", "path"}``), maps and point lists as NumPy arrays, ``annotations`` left as Arrow
+    (read with :func:`annotation_of`), other values as Python scalars."""
+    row: dict[str, Any] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        feature = features.get(name)
+        if isinstance(feature, ImageFeature):
+            value = col.combine_chunks()
+            row[name] = {"bytes": value.field("bytes")[0].as_py(), "path": value.field("path")[0].as_py()}
+        elif _is_map(feature):
+            row[name] = maps.arrow_maps(col)[0]
+        elif name == schema.ANNOTATIONS:
+            row[name] = col.combine_chunks()
+        elif name in (schema.POINTS, schema.BOXES, schema.DEPTH, schema.DENSITY):  # lists of lists (old maps too)
+            row[name] = None if not col[0].is_valid else _nested_array(col)
+        else:
+            row[name] = col[0].as_py()
+    return row
+
+
+def annotation_of(annotations: Any, name: str, row_id: Any) -> dict:
+    """Annotator ``name``'s output in a row's ``annotations`` (Arrow, as :func:`arrow_row` leaves it, or Python
+    dicts): a dict with its maps as NumPy arrays."""
+    if not hasattr(annotations, "flatten"):  # Python rows
+        ann = dict(_annotation(annotations, name, row_id))
+        for key in (schema.DENSITY, schema.DEPTH):
+            if key in ann:
+                ann[key] = maps.decode(ann[key])
+        return ann
+    structs = annotations.flatten()  # the row's annotators, a StructArray
+    names = [structs.type.field(k).name for k in range(structs.type.num_fields)]
+    children = dict(zip(names, structs.flatten()))
+    found = children[schema.ANNOTATOR].to_pylist()
+    if name not in found:
+        raise InputError(f"fake row {row_id}: no output of annotator {name!r} (annotators: {found}); "
+                         f"check --target-annotator")
+    j = found.index(name)
+    out: dict[str, Any] = {}
+    for key, child in children.items():
+        if key in (schema.DENSITY, schema.DEPTH):
+            out[key] = maps.arrow_maps(child.slice(j, 1))[0]
+        else:
+            out[key] = child[j].as_py()
+    return out
+
+
+def _stored_target(data: dict, column: str) -> dict:
+    """A fake row's target map as ``{column: map}``: the row's own column (the mean target, or a fake dataset
+    written before maps were stored once) or the map of the annotator named in ``target_annotator``."""
+    if data.get(column) is not None:
+        return {column: data[column]}
+    name = data.get(schema.TARGET_ANNOTATOR)
+    if name is None or data.get(schema.ANNOTATIONS) is None:
+        raise InputError(f"fake row {data.get(schema.ROW_ID)}: no {column!r} map and no target annotator to take it "
+                         "from; expected a dataset written by `promptmix filter`")
+    return annotation_of(data[schema.ANNOTATIONS], name, data.get(schema.ROW_ID))
+
+
 class _RowReader:
-    """Random access to the columns a task needs, images undecoded and maps as NumPy arrays."""
+    """Random access to the columns a task needs, read from Arrow (:func:`arrow_row`): images undecoded, maps
+    and point lists as NumPy arrays."""
 
     def __init__(self, ds: Dataset, columns: Sequence[str]) -> None:
         cols = [c for c in columns if c in ds.column_names]
         sub = ds.select_columns(cols)
-        if schema.IMAGE in cols and isinstance(sub.features[schema.IMAGE], ImageFeature):
-            sub = sub.cast_column(schema.IMAGE, ImageFeature(decode=False))
-        self.ds = sub.with_format("numpy")
-        self.annotations = ds.select_columns([schema.ANNOTATIONS]) if schema.ANNOTATIONS in columns else None
+        self.features = sub.features
+        self.ds = sub.with_format("arrow")
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> dict:
-        row = dict(self.ds[int(i)])
-        if self.annotations is not None:
-            row[schema.ANNOTATIONS] = self.annotations[int(i)][schema.ANNOTATIONS]
-        return row
+        return arrow_row(self.ds[int(i)], self.features)
 
 
 def _train_columns(task: str, source: int, target_annotator: str | None, density_kernel: str = "fixed") -> list[str]:
@@ -295,7 +425,10 @@ def _train_columns(task: str, source: int, target_annotator: str | None, density
         return [schema.IMAGE, *get_task(task).real_columns[:1], *([schema.BOXES] if density_kernel == "box" else [])]
     if target_annotator:
         return [schema.IMAGE, schema.ROW_ID, schema.ANNOTATIONS]
-    return [schema.IMAGE, get_task(task).fake_target]
+    spec = get_task(task)
+    if spec.annotation_map is not None:  # the target map: the row's own column (mean) or its annotator's
+        return [schema.IMAGE, schema.ROW_ID, spec.fake_target, schema.TARGET_ANNOTATOR, schema.ANNOTATIONS]
+    return [schema.IMAGE, spec.fake_target]
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -338,7 +471,9 @@ class TrainSet(torch.utils.data.Dataset):
         image = decode_image(data[schema.IMAGE])
         ann = None
         if source == FAKE and s.target_annotator:
-            ann = _annotation(data[schema.ANNOTATIONS], s.target_annotator, data.get(schema.ROW_ID))
+            ann = annotation_of(data[schema.ANNOTATIONS], s.target_annotator, data.get(schema.ROW_ID))
+        elif source == FAKE and get_task(s.task).annotation_map is not None:
+            ann = _stored_target(data, get_task(s.task).fake_target)
         return getattr(self, f"_{s.task}")(image, data, source, ann, rng)  # _counting, _depth, _classification
 
     def _flip(self, arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -346,39 +481,74 @@ class TrainSet(torch.utils.data.Dataset):
             return [a[:, ::-1] for a in arrays]
         return arrays
 
+    def _window(self, image: np.ndarray, rng: np.random.Generator, at_least: int = 1) -> tuple[int, int, int, int]:
+        """The crop (y, x, height, width) of this sample, drawn as :func:`random_crop` draws it; the whole image
+        (padded to ``at_least``) without a crop size."""
+        s = self.settings
+        h, w = image.shape[:2]
+        if s.crop_size:
+            size = s.crop_size
+            y = int(rng.integers(0, max(h, size) - size + 1))
+            x = int(rng.integers(0, max(w, size) - size + 1))
+            return y, x, size, size
+        return 0, 0, max(h, at_least), max(w, at_least)
+
+    def _flips(self, rng: np.random.Generator) -> bool:
+        return bool(self.settings.hflip and rng.random() < 0.5)
+
+    @staticmethod
+    def _crop_image(image: np.ndarray, window: tuple[int, int, int, int], flip: bool) -> np.ndarray:
+        y, x, ch, cw = window
+        out = _pad_to(image[y:y + ch, x:x + cw], ch, cw)
+        return out[:, ::-1] if flip else out
+
     def _counting(self, image, data, source, ann, rng) -> dict:
-        from ...density import align_density, box_density_map, density_map, grid_size
+        """The crop's target only: the heads' Gaussians (or the annotator's cells) summed straight into the
+        model's output cells over the crop (:func:`~promptmix.density.crop_density_target`), float32."""
+        from ...density import align_density, box_density_map, crop_density_target, crop_map_target, grid_size
 
         s = self.settings
         h, w = image.shape[:2]
-        if source == REAL and s.density_kernel == "box":
+        if source == REAL and s.density_kernel == "box":  # box kernels: the full map, then the crop
             dens = box_density_map(np.asarray(data[schema.BOXES], dtype=np.float64).reshape(-1, 4), h, w)
-        elif source == REAL:
-            dens = density_map(data[schema.POINTS].reshape(-1, 2), h, w, sigma=s.density_sigma, mode="normalized",
-                               truncate=s.density_truncate())
+            if s.crop_size:
+                image, dens = random_crop([image, dens], s.crop_size, rng)
+            else:
+                image, dens = (_pad_to(a, max(h, s.output_stride), max(w, s.output_stride)) for a in (image, dens))
+            image, dens = self._flip([image, dens], rng)
+            ph, pw = dens.shape
+            grid = (grid_size(ph, s.output_stride, s.output_rounding), grid_size(pw, s.output_stride,
+                                                                                 s.output_rounding))
+            target = align_density(np.ascontiguousarray(dens, dtype=np.float32), (ph, pw), grid, stride=1,
+                                   out_stride=s.output_stride)
+            return {"pixel_values": self._pixels(image), "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
+        window = self._window(image, rng, s.output_stride)
+        flip = self._flips(rng)
+        grid = (grid_size(window[2], s.output_stride, s.output_rounding),
+                grid_size(window[3], s.output_stride, s.output_rounding))
+        if source == REAL:
+            target = crop_density_target(np.asarray(data[schema.POINTS], dtype=np.float64).reshape(-1, 2), (h, w),
+                                         window, grid, s.output_stride, sigma=s.density_sigma,
+                                         truncate=s.density_truncate(), hflip=flip)
         else:
-            small = np.asarray(ann[schema.DENSITY] if ann is not None else data[schema.DENSITY], dtype=np.float32)
-            dens = align_density(small, (h, w), (h, w), out_stride=1)  # the annotator's cells onto their pixels
-        if s.crop_size:
-            image, dens = random_crop([image, dens], s.crop_size, rng)
-        else:  # an image smaller than one output cell is padded to one
-            image, dens = (_pad_to(a, max(h, s.output_stride), max(w, s.output_stride)) for a in (image, dens))
-        image, dens = self._flip([image, dens], rng)
-        ph, pw = dens.shape
-        grid = (grid_size(ph, s.output_stride, s.output_rounding), grid_size(pw, s.output_stride, s.output_rounding))
-        target = align_density(np.ascontiguousarray(dens, dtype=np.float32), (ph, pw), grid, stride=1,
-                               out_stride=s.output_stride)
-        return {"pixel_values": to_tensor(image), "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
+            target = crop_map_target(ann[schema.DENSITY], (h, w), window, grid, s.output_stride, hflip=flip)
+        pixels = self._pixels(self._crop_image(image, window, flip))
+        return {"pixel_values": pixels, "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
 
     def _depth(self, image, data, source, ann, rng) -> dict:
-        s = self.settings
+        """The crop of the depth map only: a stored map at the image's size is sliced, a smaller (annotator) map
+        is resized bilinearly for the crop's pixels only (:func:`crop_resize_map`)."""
         h, w = image.shape[:2]
-        depth = np.asarray(ann[schema.DEPTH] if ann is not None else data[schema.DEPTH], dtype=np.float32)
-        depth = resize_map(depth, h, w)
-        if s.crop_size:
-            image, depth = random_crop([image, depth], s.crop_size, rng)
-        image, depth = self._flip([image, depth], rng)
-        return {"pixel_values": to_tensor(image), "target": torch.from_numpy(np.ascontiguousarray(depth))[None]}
+        depth = ann[schema.DEPTH] if ann is not None else data[schema.DEPTH]
+        depth = maps.decode(depth)
+        window = self._window(image, rng)
+        flip = self._flips(rng)
+        target = crop_resize_map(depth, (h, w), window, flip)
+        return {"pixel_values": self._pixels(self._crop_image(image, window, flip)),
+                "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
+
+    def _pixels(self, image: np.ndarray) -> torch.Tensor:
+        return to_uint8_tensor(image)
 
     def _classification(self, image, data, source, ann, rng) -> dict:
         s = self.settings
@@ -396,7 +566,7 @@ class TrainSet(torch.utils.data.Dataset):
             y, x = int(rng.integers(0, 9)), int(rng.integers(0, 9))
             image = padded[y:y + h, x:x + w]
         (image,) = self._flip([image], rng)
-        pixels = cutout(to_tensor(image), s.cutout, rng) if s.cutout else to_tensor(image)
+        pixels = cutout(to_tensor(image), s.cutout, rng) if s.cutout else to_uint8_tensor(image)
         return {"pixel_values": pixels, "target": torch.tensor(label, dtype=torch.long)}
 
 
@@ -428,14 +598,14 @@ class EvalSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         data = self.reader[i]
         image, target = getattr(self, f"_{self.settings.task}")(decode_image(data[schema.IMAGE]), data[self.ref])
-        return {"pixel_values": to_tensor(image), "target": target, "index": torch.tensor(int(i))}
+        return {"pixel_values": to_uint8_tensor(image), "target": target, "index": torch.tensor(int(i))}
 
     # one method per task (named after it): the whole image and the reference its metric needs
     def _counting(self, image, count):
         return image, torch.tensor(float(count), dtype=torch.float64)
 
     def _depth(self, image, depth):
-        return image, torch.from_numpy(np.asarray(depth, dtype=np.float32))[None]
+        return image, torch.from_numpy(np.array(maps.decode(depth), dtype=np.float32, order="C"))[None]
 
     def _classification(self, image, label):
         s = self.settings
