@@ -188,11 +188,15 @@ def test_annotations_in_the_old_nested_list_layout_still_filter(counting_run, tm
             old = pa.array([m.tolist() for m in maps.arrow_maps(t.column(S.DENSITY), dtype=np.float16)],
                            type=pa.list_(pa.list_(pa.float16())))
             pq.write_table(t.set_column(t.column_names.index(S.DENSITY), S.DENSITY, old), str(path))
+    manifest = RunFolder(counting_run).manifest_path
+    data = json.loads(manifest.read_text()) if manifest.exists() else {"stages": {}}
+    manifest.write_text(json.dumps({**data, "format_version": 2}))  # a run of the previous format
     report = filter_run(counting_run, FilterConfig(keep_percent=60, target="b", out=tmp_path / "f"))
     full = load(report.out, "all")
     assert full.features == S.fake_features("counting") and full[S.KEPT] == [True] * 3 + [False] * 3
     assert maps.decode(S.fake_target_map(full[1], S.DENSITY)).shape == (4, 4) and full[1][S.COUNT] == \
         pytest.approx(12, rel=1e-3)
+    assert RunFolder(counting_run).read_manifest()["format_version"] == 3
 
 
 def test_filter_config_validates_and_round_trips(tmp_path):

@@ -44,7 +44,10 @@ from typing import Any, Iterator, Sequence
 
 from .errors import InputError, RunLockedError
 
-MANIFEST_VERSION = 2  # 1: no format_version key (promptmix 0.1.0); 2: adds it, stage "caption" (was "captions")
+# 1: no format_version key (promptmix 0.1.0); 2: adds it, stage "caption" (was "captions"); 3: maps (density, depth)
+# in annotation chunks are {shape, data} structs (promptmix.maps) -- the nested lists of 2 are still read, and a
+# folder may hold both (an old run resumed)
+MANIFEST_VERSION = 3
 CHUNK_PATTERN = "chunk-{:06d}.parquet"
 _CHUNK_RE = re.compile(r"^chunk-(\d{6})\.parquet$")
 _LIBS = ("promptmix", "torch", "diffusers", "transformers", "datasets", "huggingface_hub", "accelerate",
@@ -191,7 +194,7 @@ class RunFolder:
 
     # -- manifest -------------------------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:
-        """The manifest (``{"format_version": 2, "stages": {}}`` when there is none yet).
+        """The manifest (``{"format_version": 3, "stages": {}}`` when there is none yet).
 
         A manifest of an older format is read as the current one (stage ``captions`` renamed ``caption``); a
         newer one is refused, naming its version.
