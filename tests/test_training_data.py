@@ -215,3 +215,45 @@ def test_pixels_leave_the_loader_as_uint8_and_normalise_as_before(counting_data)
     assert s["pixel_values"].dtype == torch.uint8
     image = decode_image(data.train.cast_column(schema.IMAGE, Image(decode=False))[1][schema.IMAGE])
     assert torch.equal(normalize(to_uint8_tensor(image)[None])[0], to_tensor(image))
+
+
+def test_a_streamed_fake_set_trains_with_the_same_per_epoch_draw(tmp_path):
+    """streaming: true reads the fake rows with load_dataset(..., streaming=True), caches nothing whole, and an
+    epoch's samples are exactly those of the in-memory dataset (same r_mix draw, same crops and targets)."""
+    import datasets
+
+    from promptmix.training.train.data import StreamedFake
+    from promptmix.training.train.mixing import epoch_batches
+
+    real = write_real_dataset(tmp_path / "real", "counting", sizes={"train": 3, "validation": 1, "test": 1})
+    fake = write_fake_dataset(tmp_path / "fake", "counting", prompts=["p", "q"], per_prompt=5, all_extra=3)
+    common = dict(task="counting", real=str(real), fake=str(fake), mixing="promptmix", r_mix=4, crop_size=16,
+                  output_dir=str(tmp_path / "out"))
+    for config_name in ("kept", "all"):
+        plain_cfg = TrainConfig(**common, fake_config=config_name)
+        streamed_cfg = TrainConfig(**common, fake_config=config_name, streaming=True)
+        plain = load_training_data(plain_cfg)
+        cache = datasets.config.HF_DATASETS_CACHE
+        before = set(map(str, cache.rglob("*.arrow"))) if cache.exists() else set()
+        streamed = load_training_data(streamed_cfg)
+        assert isinstance(streamed.fake, StreamedFake)
+        assert len(streamed.fake) == len(plain.fake) == (10 if config_name == "kept" else 13)
+        a, b = TrainSet(plain, _settings(plain_cfg)), TrainSet(streamed, _settings(streamed_cfg))
+        for epoch in range(2):
+            batches = epoch_batches(plain_cfg.mixing_spec(), len(plain.train), len(plain.fake), 2, epoch=epoch,
+                                    seed=0)
+            keyed = [[(src, row, 10 * i + j) for j, (src, row) in enumerate(batch)] for i, batch in enumerate(batches)]
+            a.set_epoch(epoch)
+            b.set_epoch(epoch)
+            b.prefetch(keyed)
+            fakes = [k for batch in keyed for k in batch if k[0] == FAKE]
+            assert len(fakes) == 4 and len(b.readers[FAKE].rows) == 4  # only the epoch's draw is held
+            for key in (k for batch in keyed for k in batch):
+                x, y = a[key], b[key]
+                assert torch.equal(x["pixel_values"], y["pixel_values"]) and torch.equal(x["target"], y["target"])
+        after = set(map(str, cache.rglob("*.arrow"))) if cache.exists() else set()
+        assert after == before  # the stream cached nothing (the in-memory load caches the whole set)
+    with pytest.raises(ConfigError, match="streaming"):
+        TrainConfig(**{**common, "mixing": "interleave"}, streaming=True)
+    with pytest.raises(ConfigError, match="streaming"):
+        TrainConfig(**{**common, "r_mix": None, "mixing": "fake-only"}, streaming=True)

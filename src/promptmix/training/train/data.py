@@ -156,6 +156,17 @@ def check_real(splits: Any, task: str, ref: str) -> list[str] | None:
 def check_fake(fake: Dataset, task: str, ref: str, class_names: Sequence[str] | None,
                target_annotator: str | None) -> Dataset:
     """Check the fake dataset's columns (and class names); drop rows whose annotation failed."""
+    _check_fake_columns(fake, task, ref, class_names, target_annotator)
+    if schema.ANNOTATION_OK in fake.column_names:
+        ok = np.asarray(fake.with_format("numpy")[schema.ANNOTATION_OK], dtype=bool)
+        if not ok.all():
+            logger.warning("fake dataset %s: leaving out %d rows whose annotation failed", ref, int((~ok).sum()))
+            fake = fake.select(np.flatnonzero(ok))
+    return fake
+
+
+def _check_fake_columns(fake, task: str, ref: str, class_names: Sequence[str] | None,
+                        target_annotator: str | None) -> None:
     needed = [schema.IMAGE, schema.ANNOTATIONS if target_annotator else get_task(task).fake_target]
     lacking = [c for c in needed if c not in fake.column_names]
     if lacking:
@@ -166,20 +177,82 @@ def check_fake(fake: Dataset, task: str, ref: str, class_names: Sequence[str] | 
         if names is not None and list(names) != list(class_names or []):
             raise InputError(f"fake dataset {ref!r}: its class names {list(names)} differ from the real dataset's "
                              f"{list(class_names or [])}; generate it from the same real dataset")
-    if schema.ANNOTATION_OK in fake.column_names:
-        ok = np.asarray(fake.with_format("numpy")[schema.ANNOTATION_OK], dtype=bool)
-        if not ok.all():
-            logger.warning("fake dataset %s: leaving out %d rows whose annotation failed", ref, int((~ok).sum()))
-            fake = fake.select(np.flatnonzero(ok))
-    return fake
+
+
+class StreamedFake:
+    """A fake dataset read by streaming (``load_dataset(..., streaming=True)``, ``streaming: true``): for fake sets
+    bigger than the disk. Its rows are numbered as the in-memory dataset's (rows whose annotation failed left
+    out, as :func:`check_fake` does), so the mixing plan -- the per-epoch draw of ``r_mix`` rows
+    (:func:`~promptmix.training.train.mixing.sample_fake_rows`) -- is the same; :meth:`fetch` reads the rows an
+    epoch needs in one pass over the stream, stopping after the last one, and keeps only those (their image
+    still encoded, their target map as float16).
+
+    Opening it makes one pass over the ``annotation_ok`` column (Parquet column projection: the images are
+    not read) to count the rows.
+    """
+
+    def __init__(self, ref: str, revision: str | None, config_name: str) -> None:
+        self.ref, self.revision, self.config_name = ref, revision, config_name
+        self.features = self._stream().features
+        self.column_names = list(self.features) if self.features is not None else []
+        if schema.ANNOTATION_OK in self.column_names:
+            ok = [bool(r[schema.ANNOTATION_OK]) for r in self._stream([schema.ANNOTATION_OK])]
+        else:
+            ok = [True for _ in self._stream([schema.ROW_ID if schema.ROW_ID in self.column_names
+                                              else self.column_names[0]])]
+        self.positions = np.flatnonzero(np.asarray(ok, dtype=bool))  # stream position of each usable row
+        if len(self.positions) < len(ok):
+            logger.warning("fake dataset %s: leaving out %d rows whose annotation failed", ref,
+                           len(ok) - len(self.positions))
+
+    def _stream(self, columns: Sequence[str] | None = None):
+        try:
+            loaded = load_source(self.ref, self.revision, name=self.config_name, what="fake dataset", streaming=True,
+                                 columns=list(columns) if columns is not None else None)
+        except InputError as exc:
+            if f"'{self.config_name}'" in str(exc) and "config" in str(exc).lower():
+                raise InputError(f"{exc}; promptmix fake datasets have configs 'kept' and 'all'") from None
+            raise
+        return loaded["train"] if "train" in loaded else next(iter(loaded.values()))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def fetch(self, rows: Sequence[int], columns: Sequence[str]) -> dict[int, dict]:
+        """``{row: arrow_row(...)}`` of ``rows`` (row numbers as :func:`len` counts them), in one pass."""
+        wanted = {int(self.positions[r]): int(r) for r in set(int(r) for r in rows)}
+        if not wanted:
+            return {}
+        last = max(wanted)
+        cols = [c for c in columns if c in self.column_names]
+        stream = self._stream(cols)
+        features = stream.features
+        out: dict[int, dict] = {}
+        position = 0
+        for table in stream.with_format("arrow").iter(batch_size=64):
+            n = table.num_rows
+            for p in range(position, position + n):
+                if p in wanted:  # copied out of the batch, so the batch's buffers are freed
+                    out[wanted[p]] = _owned(arrow_row(table.slice(p - position, 1), features))
+            position += n
+            if position > last:
+                break
+        if len(out) < len(wanted):
+            raise InputError(f"fake dataset {self.ref!r}: the stream ended after {position} rows; expected at least "
+                             f"{last + 1} (it changed while training?)")
+        return out
 
 
 def load_training_data(config) -> TrainingData:
-    """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names."""
+    """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names
+    (``streaming``: the fake rows as a :class:`StreamedFake`)."""
     splits = load_real(config.real, config.real_revision)
     class_names = check_real(splits, config.task, config.real)
     fake = None
-    if config.fake and config.mixing != "none":
+    if config.fake and config.mixing != "none" and getattr(config, "streaming", False):
+        fake = StreamedFake(config.fake, config.fake_revision, config.fake_config)
+        _check_fake_columns(fake, config.task, config.fake, class_names, config.target_annotator)
+    elif config.fake and config.mixing != "none":
         fake = _load_fake(config.fake, config.fake_revision, config.fake_config)
         fake = check_fake(fake, config.task, config.fake, class_names, config.target_annotator)
     return TrainingData(task=config.task, train=splits["train"], validation=splits["validation"],
@@ -420,6 +493,41 @@ class _RowReader:
         return arrow_row(self.ds[int(i)], self.features)
 
 
+def _owned(row: dict) -> dict:
+    """``row`` with its NumPy views and Arrow slices copied into buffers of their own."""
+    import pyarrow as pa
+
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, np.ndarray):
+            v = v.copy()
+        elif isinstance(v, pa.Array):
+            v = v.take(pa.array([0])) if len(v) == 1 else v.take(pa.array(np.arange(len(v))))
+        out[k] = v
+    return out
+
+
+class _StreamedReader:
+    """The rows of a :class:`StreamedFake` an epoch uses, fetched by :meth:`prefetch` before the epoch."""
+
+    def __init__(self, fake: StreamedFake, columns: Sequence[str]) -> None:
+        self.fake, self.columns = fake, list(columns)
+        self.rows: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.fake)
+
+    def prefetch(self, rows: Sequence[int]) -> None:
+        self.rows = self.fake.fetch(rows, self.columns)
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            return self.rows[int(i)]
+        except KeyError:
+            raise InputError(f"streamed fake row {int(i)} was not fetched for this epoch (TrainSet.prefetch "
+                             "takes the epoch's batches first)") from None
+
+
 def _train_columns(task: str, source: int, target_annotator: str | None, density_kernel: str = "fixed") -> list[str]:
     if source == REAL:
         return [schema.IMAGE, *get_task(task).real_columns[:1], *([schema.BOXES] if density_kernel == "box" else [])]
@@ -447,7 +555,9 @@ class TrainSet(torch.utils.data.Dataset):
         self.readers = {REAL: _RowReader(data.train, _train_columns(settings.task, REAL, None,
                                                                     settings.density_kernel))}
         if data.fake is not None:
-            self.readers[FAKE] = _RowReader(data.fake, _train_columns(settings.task, FAKE, settings.target_annotator))
+            columns = _train_columns(settings.task, FAKE, settings.target_annotator)
+            reader = _StreamedReader if isinstance(data.fake, StreamedFake) else _RowReader
+            self.readers[FAKE] = reader(data.fake, columns)
         self.sizes = {s: len(r) for s, r in self.readers.items()}
         self.policy = None
         if settings.task == "classification":
@@ -459,6 +569,13 @@ class TrainSet(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def prefetch(self, batches: Sequence[Sequence[Sequence[int]]]) -> None:
+        """Before an epoch: a streamed fake set fetches the fake rows of ``batches`` (``(source, row, ...)`` keys)
+        in one pass over its stream; an in-memory one needs nothing."""
+        reader = self.readers.get(FAKE)
+        if isinstance(reader, _StreamedReader):
+            reader.prefetch(sorted({int(k[1]) for b in batches for k in b if int(k[0]) == FAKE}))
 
     def __len__(self) -> int:
         return sum(self.sizes.values())

@@ -330,6 +330,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: Task, 
             pos += len(b)
         mine = shard_batches(keyed, accelerator.process_index, accelerator.num_processes)
         train_set.set_epoch(epoch)
+        train_set.prefetch(mine)  # a streamed fake set: this epoch's fake rows, in one pass over the stream
         loader = _epoch_loader(train_set, mine, config, accelerator)
         model.train()
         for group in optimizer.param_groups:
