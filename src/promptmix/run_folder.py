@@ -360,8 +360,10 @@ class ChunkStore:
 
         table = getattr(getattr(table, "data", None), "table", table)  # datasets.Dataset -> its Arrow table
         target = self.path(chunk)
+        from .maps import parquet_options
+
         with atomic_path(target) as tmp:
-            pq.write_table(table, str(tmp))
+            pq.write_table(table, str(tmp), **parquet_options(table.schema))  # maps' and images' bytes: zstd
         return target
 
     def read(self, chunk: int, columns: Sequence[str] | None = None):

@@ -192,7 +192,8 @@ class CountingTask(Task):
     def target_value(self, target):
         import numpy as np
 
-        return {S.COUNT: float(target.astype(np.float16).astype(np.float32).sum())}
+        t = target if target.dtype == np.float16 else target.astype(np.float16)  # the stored map's sum
+        return {S.COUNT: float(t.sum(dtype=np.float32))}
 
     def loss_sum(self, outputs, target):
         from .density import resize_density

@@ -70,7 +70,7 @@ FEATURE_DOCS = {
     S.JPEG_QUALITY: "JPEG quality the image was stored at (null when not a JPEG)",
     S.MIXING: "JSON record of the Mixing-Visual-Concepts embedding mix (null when MVC was not used)",
     S.CONDITIONING_IMAGE_ID: "real image that conditioned an image-conditioned generator (null otherwise)",
-    S.ANNOTATIONS: "every annotator's output, one struct per annotator: name, prediction (maps as `{shape, data}`), "
+    S.ANNOTATIONS: "every annotator's output, one struct per annotator: name, prediction (maps as `{shape, dtype, data}`), "
                    "`ok` (false on NaN/inf)",
     S.QUALITY_SCORE: "max pairwise disagreement of the annotators / max magnitude (lower is better; null with one annotator)",
     S.KEPT: "whether the row passed the quality filter (all rows of the `kept` config are true)",
@@ -920,8 +920,8 @@ def _feature_type(feature) -> str:
 
     if isinstance(feature, Value):
         return feature.dtype
-    if isinstance(feature, dict) and set(feature) == {"shape", "data"}:
-        return f"map ({_feature_type(feature['data'].feature)}: `shape` [H, W], `data` H*W values row-major)"
+    if isinstance(feature, dict) and set(feature) == {"shape", "dtype", "data"}:
+        return "map (`shape` [H, W], `dtype`, `data`: H*W values as little-endian bytes, row-major)"
     if isinstance(feature, Image):
         return "image"
     if isinstance(feature, ClassLabel):

@@ -150,17 +150,22 @@ class ShardWriter:
 
     Shards roll over every ``max_rows`` rows and are written under a staging folder; :meth:`close` names them
     with the fingerprint of their bytes (as :func:`write_hub_layout` does) and returns it. Memory: the table
-    being written, never the split. ``features`` (``datasets.Features``) gives the schema and its
+    being written (at most a row group: ``row_group_rows`` rows or ``row_group_bytes``), never the split. ``features`` (``datasets.Features``) gives the schema and its
     ``huggingface`` metadata, so ``load_dataset`` reads the shards back with their features.
     """
 
     def __init__(self, folder: str | os.PathLike, split: str, features, *,
-                 max_rows: int = PARQUET_MAX_ROWS_PER_SHARD, row_group_rows: int = 100) -> None:
+                 max_rows: int = PARQUET_MAX_ROWS_PER_SHARD, row_group_rows: int = 100,
+                 row_group_bytes: int = 64 << 20) -> None:
         self.folder = Path(folder)
         self.split = split
         self.schema = features.arrow_schema
         self.max_rows = max_rows
         self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
+        self._pending: list = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
         self.staging = self.folder / f".staging-{split}"
         self.staging.mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
@@ -173,12 +178,30 @@ class ShardWriter:
 
         path = self.staging / f"part-{len(self.files):05d}.parquet"
         self.files.append(path)
-        self._writer = pq.ParquetWriter(str(path), self.schema)
+        from ..maps import parquet_options
+
+        self._writer = pq.ParquetWriter(str(path), self.schema, **parquet_options(self.schema))
         self._in_file = 0
 
     def write(self, table) -> None:
-        """Append ``table`` (its columns in the schema's order, cast to it)."""
+        """Append ``table`` (its columns in the schema's order, cast to it). Tables are held until a row group
+        (``row_group_rows`` rows or ``row_group_bytes`` bytes) is full, then written as one."""
         table = table.select(self.schema.names).cast(self.schema)
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if self._pending_rows >= self.row_group_rows or self._pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         offset = 0
         while offset < table.num_rows:
             if self._writer is None:
@@ -194,6 +217,7 @@ class ShardWriter:
 
     def close(self) -> str:
         """Finish the shards (one empty shard for an empty split); returns their fingerprint."""
+        self._flush()
         if self._writer is None and not self.files:
             self._open()
         if self._writer is not None:

@@ -28,8 +28,8 @@ Rules:
 - Target (``target``: ``first`` (default), an annotator's name, or ``mean``): counting takes that
   annotator's density map (at its own output resolution) or the mean of all maps resized to the
   first annotator's resolution with their mass preserved (:func:`promptmix.density.resize_density`);
-  ``count`` is the target map's sum. Depth takes that annotator's map, or the mean of all maps
-  resized (bilinear) to the first annotator's size. The map is stored once: a named annotator's target is
+  ``count`` is that annotator's count (the sum of its map, before float16 storage), or the mean map's
+  sum. Depth takes that annotator's map, or the mean of all maps resized (bilinear) to the first annotator's size. The map is stored once: a named annotator's target is
   its map in ``annotations`` (the ``density`` / ``depth`` column stays null), only the mean is stored in
   that column (:func:`promptmix.schema.fake_target_map`). Classification's ``label`` is the prompt's class
   (the annotators only score agreement); ``target_annotator`` is then ``"prompt"``.
@@ -165,37 +165,93 @@ def _to_struct_maps(column, dtype=np.float16):
     """A map column in the current layout (an old nested-list column is converted)."""
     import pyarrow as pa
 
-    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        col = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        col = column
     if pa.types.is_struct(col.type):
         return col
     return maps.map_struct_array(maps.arrow_maps(col, dtype=np.float32), dtype=dtype)
 
 
-def _fake_table(spec, features, names: list[str], gen, tables: list, scores: list, kept: np.ndarray,
-                valid: list[bool], target_name: str, target_index: int | None):
-    """The fake rows of a slice of one chunk as an Arrow table (``schema.fake_features``), built from the
-    generated rows ``gen`` and each annotator's aligned table; maps are moved as Arrow buffers, and only a
-    ``mean`` target is computed (in NumPy)."""
+def _gather_binary(arrays: list, picks: np.ndarray):
+    """A binary array of ``arrays[j][i]`` for each ``(j, i)`` in ``picks`` (one copy of the bytes)."""
     import pyarrow as pa
 
-    n = gen.num_rows
+    parts, lengths = [], np.zeros(len(picks), dtype=np.int64)
+    views = []
+    for a in arrays:
+        _, offsets_buf, values_buf = a.buffers()
+        kind = np.int64 if pa.types.is_large_binary(a.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=kind)[a.offset:a.offset + len(a) + 1]
+        raw = np.frombuffer(values_buf, dtype=np.uint8) if values_buf is not None else np.zeros(0, np.uint8)
+        views.append((offsets, raw))
+    for k, (j, i) in enumerate(picks):
+        offsets, raw = views[j]
+        parts.append(raw[offsets[i]:offsets[i + 1]])
+        lengths[k] = offsets[i + 1] - offsets[i]
+    ends = np.concatenate([[0], np.cumsum(lengths)])
+    if ends[-1] >= 2 ** 31:
+        raise InputError("a filter batch holds over 2 GB of maps; this should not happen with ROWS_PER_BATCH rows")
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+    return pa.Array.from_buffers(pa.binary(), len(picks), [None, pa.py_buffer(ends.astype(np.int32)),
+                                                          pa.py_buffer(values)])
+
+
+def _gather_maps(columns: list, picks: np.ndarray, map_type):
+    """The map structs ``columns[j][i]`` for each ``(j, i)`` in ``picks``: small fields by ``take``, the bytes by
+    :func:`_gather_binary` (one copy, no concatenation first)."""
+    import pyarrow as pa
+
+    cols = [_to_struct_maps(c) for c in columns]
+    cols = [c if c.type == map_type else c.cast(map_type) for c in cols]
+    flat = [dict(zip([c.type.field(k).name for k in range(c.type.num_fields)], c.flatten())) for c in cols]
+    if any(c.null_count for c in cols) or any(f[maps.DATA].null_count for f in flat):  # rare: the general path
+        idx = pa.array(picks[:, 0] * len(cols[0]) + picks[:, 1])
+        return pa.concat_arrays(cols).take(idx)
+    idx = pa.array(picks[:, 0] * len(cols[0]) + picks[:, 1]) if len(picks) else pa.array([], pa.int64())
+    fields = []
+    for f in map_type:
+        if f.name == maps.DATA:
+            fields.append(_gather_binary([x[maps.DATA] for x in flat], picks))
+        else:
+            fields.append(pa.concat_arrays([x[f.name] for x in flat]).take(idx))
+    return pa.StructArray.from_arrays(fields, fields=list(map_type))
+
+
+def _fake_table(spec, features, names: list[str], gen, tables: list, rows: np.ndarray, scores: list,
+                kept: np.ndarray, valid: list[bool], target_name: str, target_index: int | None):
+    """The fake rows ``rows`` (indices into one chunk) as an Arrow table (``schema.fake_features``), from the
+    chunk's generated rows ``gen`` and each annotator's aligned table ``tables``: maps move as bytes (copied once,
+    straight into the annotations' order), and only a ``mean`` target is computed (in NumPy). ``scores``,
+    ``kept`` and ``valid`` are per row of the chunk."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    take = pa.array(rows)
+    gen = gen.take(take)
+    scores = [scores[i] for i in rows]
+    kept = np.asarray(kept, dtype=bool)[rows]
+    valid = [valid[i] for i in rows]
     schema = features.arrow_schema
     cols: dict[str, Any] = {k: gen.column(k) if k in gen.column_names else pa.nulls(n) for k in S.GENERATED}
     ann_type = schema.field(S.ANNOTATIONS).type.value_type
-    structs = []
-    for name, t in zip(names, tables):
-        fields = []
-        for f in ann_type:
-            if f.name == S.ANNOTATOR:
-                fields.append(pa.array([name] * n, type=f.type))
-            elif f.name == spec.annotation_map:
-                fields.append(_to_struct_maps(t.column(f.name)).cast(f.type))
-            else:
-                fields.append(t.column(f.name).combine_chunks().cast(f.type))
-        structs.append(pa.StructArray.from_arrays(fields, fields=list(ann_type)))
     k = len(names)
-    interleave = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).reshape(-1)  # row by row, annotators in order
-    values = pa.concat_arrays(structs).take(pa.array(interleave)) if n else pa.concat_arrays(structs)
+    picks = np.stack([np.tile(np.arange(k), n), np.repeat(rows, k)], axis=1)  # row by row, annotators in order
+    flat_idx = pa.array(picks[:, 0] * (len(tables[0]) if tables else 0) + picks[:, 1]) if n else \
+        pa.array([], pa.int64())
+    fields = []
+    for f in ann_type:
+        if f.name == S.ANNOTATOR:
+            fields.append(pa.array([names[j] for j in picks[:, 0]], type=f.type))
+        elif f.name == spec.annotation_map:
+            fields.append(_gather_maps([t.column(f.name) for t in tables], picks, f.type))
+        else:
+            fields.append(pa.concat_arrays([t.column(f.name).combine_chunks().cast(f.type) for t in tables])
+                          .take(flat_idx))
+    values = pa.StructArray.from_arrays(fields, fields=list(ann_type))
     cols[S.ANNOTATIONS] = pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), values)
     cols[S.QUALITY_SCORE] = pa.array(scores, pa.float32())
     cols[S.KEPT] = pa.array(np.asarray(kept, dtype=bool))
@@ -206,19 +262,25 @@ def _fake_table(spec, features, names: list[str], gen, tables: list, scores: lis
         heights = gen.column(S.HEIGHT).to_pylist() if S.HEIGHT in gen.column_names else [None] * n
         widths = gen.column(S.WIDTH).to_pylist() if S.WIDTH in gen.column_names else [None] * n
         targets: list[np.ndarray | None] = []
-        for i in range(n):
+        for i, r in enumerate(rows):
             if not valid[i]:
                 targets.append(None)
             elif target_index is None:
-                targets.append(spec.target_map([m[i] for m in by_ann], None, (heights[i], widths[i])))
+                targets.append(spec.target_map([m[r] for m in by_ann], None, (heights[i], widths[i])))
             else:
-                targets.append(by_ann[target_index][i])
+                targets.append(by_ann[target_index][r])
         stored = targets if target_index is None else [None] * n
         cols[spec.fake_target] = maps.map_struct_array(stored)
         empty = spec.target_value(np.zeros((1, 1), np.float32))
-        per_row = [spec.target_value(np.asarray(m, dtype=np.float32)) if m is not None else None for m in targets]
-        for key in empty:
-            cols[key] = pa.array([v[key] if v is not None else None for v in per_row])
+        if target_index is not None and set(empty) <= set(tables[target_index].column_names):
+            # a named target: its annotator's own values (counting: the count it gave, the sum of its map)
+            for key in empty:
+                values = tables[target_index].column(key).combine_chunks().take(take)
+                cols[key] = pc.if_else(pa.array(list(valid), pa.bool_()), values, pa.scalar(None, values.type))
+        else:
+            per_row = [spec.target_value(np.asarray(m, dtype=np.float16)) if m is not None else None for m in targets]
+            for key in empty:
+                cols[key] = pa.array([v[key] if v is not None else None for v in per_row])
     return pa.table({name: cols[name] for name in schema.names}).cast(schema)
 
 
@@ -262,9 +324,6 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     stay Arrow buffers or NumPy views of them, and the rows are streamed into the ``kept`` and ``dropped``
     shards as they are made.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     from ...utils.io import ShardWriter, atomic_path, parts_yaml_configs, render_readme
 
     config = config or FilterConfig()
@@ -336,15 +395,13 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
             gen = _read_generated(path, list(S.GENERATED))
             row_ids = gen.column(S.ROW_ID).combine_chunks()
             tables = [_read_annotation_chunk(run, n, c, row_ids, acols) for n in names]
-            for start in range(0, gen.num_rows, ROWS_PER_BATCH):  # bounded work per step, whatever the chunk size
-                n_rows = min(ROWS_PER_BATCH, gen.num_rows - start)
-                rows = slice(index + start, index + start + n_rows)
-                table = _fake_table(spec, features, names, gen.slice(start, n_rows),
-                                    [t.slice(start, n_rows) for t in tables], scores[rows], kept_mask[rows],
-                                    valid[rows], target_name, target_index)
-                keep = pa.array(kept_mask[rows])
-                writers["kept"].write(table.filter(keep))
-                writers["dropped"].write(table.filter(pc.invert(keep)))
+            here = slice(index, index + gen.num_rows)
+            chunk_kept, chunk_scores, chunk_valid = kept_mask[here], scores[here], valid[here]
+            for part, rows in (("kept", np.flatnonzero(chunk_kept)), ("dropped", np.flatnonzero(~chunk_kept))):
+                for start in range(0, len(rows), ROWS_PER_BATCH):  # bounded work per step, whatever the chunk size
+                    writers[part].write(_fake_table(spec, features, names, gen, tables,
+                                                    rows[start:start + ROWS_PER_BATCH], chunk_scores, chunk_kept,
+                                                    chunk_valid, target_name, target_index))
             index += gen.num_rows
             del gen, tables
         fingerprints = {part: {SPLIT: w.close()} for part, w in writers.items()}

@@ -404,7 +404,7 @@ class SampleSettings:
 
 
 def _is_map(feature: Any) -> bool:
-    return isinstance(feature, dict) and set(feature) == {maps.SHAPE, maps.DATA}
+    return isinstance(feature, dict) and set(feature) == {maps.SHAPE, maps.DTYPE, maps.DATA}
 
 
 def _nested_array(column) -> np.ndarray:
