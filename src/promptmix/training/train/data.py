@@ -269,7 +269,9 @@ def decode_image(value: Any) -> np.ndarray:
         img = value
     else:
         return np.asarray(value, dtype=np.uint8)
-    return np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy needs one)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img)  # a writable copy (torch.from_numpy needs one), the only one
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -291,10 +293,9 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
     float input is taken as normalised already and returned as is. The same arithmetic as :func:`to_tensor`."""
     if pixels.dtype != torch.uint8:
         return pixels
-    x = pixels.float().div_(255.0)
     mean = torch.as_tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
     std = torch.as_tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
-    return (x - mean) / std
+    return pixels.float().div_(255.0).sub_(mean).div_(std)  # in place: one float buffer
 
 
 def _bilinear_rows(n_in: int, n_out: int, start: int, size: int) -> np.ndarray:
