@@ -372,7 +372,8 @@ class ChunkStore:
 
         path = self.path(chunk)
         try:
-            return pq.read_table(str(path), columns=list(columns) if columns is not None else None)
+            # ParquetFile.read: a tenth of read_table's fixed cost per file (no dataset discovery)
+            return pq.ParquetFile(str(path)).read(columns=list(columns) if columns is not None else None)
         except Exception as exc:
             raise InputError(f"{path}: could not be read as Parquet ({type(exc).__name__}: {exc})") from None
 

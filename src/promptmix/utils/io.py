@@ -186,7 +186,9 @@ class ShardWriter:
     def write(self, table) -> None:
         """Append ``table`` (its columns in the schema's order, cast to it). Tables are held until a row group
         (``row_group_rows`` rows or ``row_group_bytes`` bytes) is full, then written as one."""
-        table = table.select(self.schema.names).cast(self.schema)
+        table = table.select(self.schema.names)
+        if not table.schema.equals(self.schema, check_metadata=False):
+            table = table.cast(self.schema)
         if table.num_rows == 0:
             return
         self._pending.append(table)

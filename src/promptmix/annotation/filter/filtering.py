@@ -62,7 +62,7 @@ CONFIG_ALL = "all"
 SPLIT = "train"
 PARTS = ("kept", "dropped")  # data/kept/, data/dropped/: every row written once
 CONFIG_PARTS = {CONFIG_KEPT: ["kept"], CONFIG_ALL: ["kept", "dropped"]}  # `all` is both parts, not a copy
-ROWS_PER_BATCH = 16  # rows assembled and written per step
+BATCH_BYTES = 48 << 20  # rows assembled and written per step: about this many bytes of input (16 big-map rows)
 PROMPT_TARGET = "prompt"
 
 
@@ -131,7 +131,7 @@ def _read_generated(path: Path, columns: list[str] | None = None):
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(str(path), columns=columns)
+        return pq.ParquetFile(str(path)).read(columns=columns)
     except Exception as exc:
         raise InputError(f"{path}: could not be read as Parquet ({type(exc).__name__}: {exc})") from None
 
@@ -235,7 +235,7 @@ def _fake_table(spec, features, names: list[str], gen, tables: list, rows: np.nd
     scores = [scores[i] for i in rows]
     kept = np.asarray(kept, dtype=bool)[rows]
     valid = [valid[i] for i in rows]
-    schema = features.arrow_schema
+    schema = features if isinstance(features, pa.Schema) else features.arrow_schema
     cols: dict[str, Any] = {k: gen.column(k) if k in gen.column_names else pa.nulls(n) for k in S.GENERATED}
     ann_type = schema.field(S.ANNOTATIONS).type.value_type
     k = len(names)
@@ -258,7 +258,8 @@ def _fake_table(spec, features, names: list[str], gen, tables: list, rows: np.nd
     cols[S.ANNOTATION_OK] = pa.array(list(valid), pa.bool_())
     cols[S.TARGET_ANNOTATOR] = pa.array([target_name] * n, pa.string())
     if spec.annotation_map is not None:  # a dense target: the named annotator's map (stored once) or the mean
-        by_ann = [maps.arrow_maps(t.column(spec.annotation_map), dtype=np.float16) for t in tables]
+        by_ann = [maps.arrow_maps(t.column(spec.annotation_map), dtype=np.float16) if target_index is None
+                  or j == target_index else None for j, t in enumerate(tables)]
         heights = gen.column(S.HEIGHT).to_pylist() if S.HEIGHT in gen.column_names else [None] * n
         widths = gen.column(S.WIDTH).to_pylist() if S.WIDTH in gen.column_names else [None] * n
         targets: list[np.ndarray | None] = []
@@ -268,7 +269,7 @@ def _fake_table(spec, features, names: list[str], gen, tables: list, rows: np.nd
             elif target_index is None:
                 targets.append(spec.target_map([m[r] for m in by_ann], None, (heights[i], widths[i])))
             else:
-                targets.append(by_ann[target_index][r])
+                targets.append(by_ann[target_index][r])  # only for its count, when the annotator stored none
         stored = targets if target_index is None else [None] * n
         cols[spec.fake_target] = maps.map_struct_array(stored)
         empty = spec.target_value(np.zeros((1, 1), np.float32))
@@ -386,6 +387,7 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
 
     # pass 2: the rows, one chunk at a time, streamed into the kept and dropped shards ---------------------------
     features = S.fake_features(task, class_names)
+    arrow_schema = features.arrow_schema
     acols = _columns(task)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
@@ -397,11 +399,12 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
             tables = [_read_annotation_chunk(run, n, c, row_ids, acols) for n in names]
             here = slice(index, index + gen.num_rows)
             chunk_kept, chunk_scores, chunk_valid = kept_mask[here], scores[here], valid[here]
+            row_bytes = (gen.nbytes + sum(t.nbytes for t in tables)) / max(1, gen.num_rows)
+            step = max(1, int(BATCH_BYTES // max(row_bytes, 1)))  # bounded work per step, whatever the chunk size
             for part, rows in (("kept", np.flatnonzero(chunk_kept)), ("dropped", np.flatnonzero(~chunk_kept))):
-                for start in range(0, len(rows), ROWS_PER_BATCH):  # bounded work per step, whatever the chunk size
-                    writers[part].write(_fake_table(spec, features, names, gen, tables,
-                                                    rows[start:start + ROWS_PER_BATCH], chunk_scores, chunk_kept,
-                                                    chunk_valid, target_name, target_index))
+                for start in range(0, len(rows), step):
+                    writers[part].write(_fake_table(spec, arrow_schema, names, gen, tables, rows[start:start + step],
+                                                    chunk_scores, chunk_kept, chunk_valid, target_name, target_index))
             index += gen.num_rows
             del gen, tables
         fingerprints = {part: {SPLIT: w.close()} for part, w in writers.items()}
