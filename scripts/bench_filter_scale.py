@@ -9,9 +9,9 @@ peak RSS (``resource.getrusage``, the whole process). Cases:
 - 1k, 10k and 100k rows with 32x32 maps (64x64 images);
 - 512 rows with 768x1024 maps (SASNet's full-resolution maps of 768x1024 images, the SHTA/SHTB configs).
 
-Peer: today's implementation on ``main`` (``--peer-src``, default ``/work/main/src``: maps as nested lists,
-``to_pylist`` of every row, ``Dataset.from_generator``, ``kept`` a second copy inside ``all``), on the same
-values written in its layout, at a smaller row count where a full run would take minutes (its per-row time is
+Peer: the previous implementation (``--peer-ref``, default ``0a26d6c``, the last commit with nested-list maps,
+extracted with ``git archive``; or ``--peer-src DIR``): maps as nested lists, ``to_pylist`` of every row,
+``Dataset.from_generator``, ``kept`` a second copy inside ``all``; on the same values written in its layout, at a smaller row count where a full run would take minutes (its per-row time is
 the comparison). Ours and the peer alternate; each figure is the median of ``--repeats``.
 
 Goals (issue 15): peak RSS <= 1 GB at any row count with two 768x1024-map annotators; >= 50x faster per row
@@ -135,6 +135,16 @@ def write_run(run_dir: Path, rows: int, image_size: tuple[int, int], map_shape: 
     return {"images": image_bytes, **{name: _du(run.annotator(name)) for name in ("a", "b")}}
 
 
+def _extract(ref: str, dest: Path) -> Path | None:
+    """``src/`` of commit ``ref`` of this repository, extracted into ``dest`` (None when git cannot)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True)
+    if archive.returncode != 0:
+        return None
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "src"
+
+
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -180,7 +190,7 @@ def report(r: dict) -> list[str]:
     if "peer" in r:
         peer_per_row = r["peer"]["seconds"] / r["peer_rows"]
         ratio = peer_per_row / per_row
-        lines.append(f"  peer (main, {r['peer_rows']} rows): {r['peer']['seconds']:.2f} s "
+        lines.append(f"  peer (previous filter, {r['peer_rows']} rows): {r['peer']['seconds']:.2f} s "
                      f"({peer_per_row * 1e3:.3f} ms/row), peak RSS {r['peer']['rss_mb']:.0f} MB")
         lines.append(f"  speed per row: {ratio:.1f}x (goal >= {SPEED_GOAL:g}x) -> "
                      f"{'met' if ratio >= SPEED_GOAL else 'NOT met'}")
@@ -197,19 +207,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1k small-map rows and 64 big-map rows only")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--peer-src", default="/work/main/src",
-                        help="src/ folder of the previous implementation (empty: no peer)")
+    parser.add_argument("--peer-ref", default="0a26d6c",
+                        help="git commit of the previous implementation (its src/ is extracted; empty: no peer)")
+    parser.add_argument("--peer-src", default=None, help="src/ folder of the previous implementation instead")
     parser.add_argument("--workdir", default=None, help="where the run folders go (default: a temp folder)")
     args = parser.parse_args()
-    peer_src = Path(args.peer_src) if args.peer_src else None
-    if peer_src is not None and not (peer_src / "promptmix").is_dir():
-        print(f"peer source {peer_src} not found: measuring ours only")
-        peer_src = None
     cases = [(1000, (64, 64), (32, 32), 1000), (10_000, (64, 64), (32, 32), 1000),
              (100_000, (64, 64), (32, 32), 1000), (512, (768, 1024), (768, 1024), 8)]
     if args.quick:
         cases = [(1000, (64, 64), (32, 32), 1000), (64, (768, 1024), (768, 1024), 8)]
     with tempfile.TemporaryDirectory(prefix="bench-filter-", dir=args.workdir) as tmp:
+        peer_src = Path(args.peer_src) if args.peer_src else None
+        if peer_src is None and args.peer_ref:
+            peer_src = _extract(args.peer_ref, Path(tmp) / "peer-src")
+        if peer_src is not None and not (peer_src / "promptmix").is_dir():
+            print(f"peer source {peer_src} not found: measuring ours only")
+            peer_src = None
         for rows, image, shape, peer_rows in cases:
             r = case(Path(tmp), rows, image, shape, peer_rows=peer_rows, peer_src=peer_src, repeats=args.repeats)
             print("\n".join(report(r)), flush=True)
