@@ -14,6 +14,9 @@ A module may add ``"ok": bool`` (goal met) and ``"note"``. Example::
     python scripts/bench.py            # full sizes
     python scripts/bench.py --quick    # small sizes, a minute or two on a laptop
     python scripts/bench.py --only density --json bench.json
+
+Threads are pinned (``--threads``, default 1) for every module: torch and the BLAS/OpenMP pools
+get the same thread count for ours and the peer, so a ratio does not depend on the machine's cores.
 """
 
 from __future__ import annotations
@@ -111,11 +114,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS")
+
+
+def pin_threads(n: int = 1) -> str:
+    """Pin torch's and the BLAS/OpenMP pools' threads to ``n`` before any benchmark imports numpy or torch.
+
+    A benchmark that needs another setting for one line (``bench_density``'s default-threads line)
+    sets it around that line and restores it.
+    """
+    import os
+
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+    pinned = [f"{v}={n}" for v in THREAD_VARS]
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(n)
+        pinned.append(f"torch.set_num_threads({n})")
+    return "threads pinned: " + ", ".join(pinned)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (CI, laptops)")
     parser.add_argument("--only", action="append", default=[], metavar="WORD",
                         help="run only modules whose file name contains WORD (repeatable)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="threads for torch and the BLAS/OpenMP pools of every benchmark (default 1: the "
+                             "same for ours and the peer, whatever the machine)")
     parser.add_argument("--json", type=Path, help="also write every row (with errors) to this JSON file")
     args = parser.parse_args(argv)
 
@@ -123,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("PROMPTMIX_NO_PROGRESS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(pin_threads(args.threads), file=sys.stderr, flush=True)
     modules = [p for p in discover() if not args.only or any(w in p.stem for w in args.only)]
     if not modules:
         print(f"no benchmark modules matched in {HERE} (expected scripts/bench_*.py)", file=sys.stderr)

@@ -21,17 +21,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from _timing import median_time
+
 SPEED_GOAL = 2.0
 PARITY_GOAL = 1e-5
-
-
-def _best(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def measure(height: int = 1440, width: int = 2560, boxes: int = 2000, *, repeats: int = 5, seed: int = 0) -> list[dict]:
@@ -44,7 +37,7 @@ def measure(height: int = 1440, width: int = 2560, boxes: int = 2000, *, repeats
     x0, y0 = rng.uniform(0, width, boxes), rng.uniform(0, height, boxes)
     b = np.stack([x0, y0, x0 + side, y0 + side * rng.uniform(0.8, 1.3, boxes)], axis=1)
     box_density_map(b, height, width)  # warm up
-    t_ours, ours = _best(lambda: box_density_map(b, height, width), repeats)
+    t_ours, ours = median_time(lambda: box_density_map(b, height, width), repeats)
     t0 = time.perf_counter()
     base = reference_box_density_map_slow(b, height, width)
     t_base = time.perf_counter() - t0

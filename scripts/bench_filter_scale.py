@@ -127,8 +127,10 @@ def write_run(run_dir: Path, rows: int, image_size: tuple[int, int], map_shape: 
                 pa.array([m.tolist() for m in ms], pa.list_(pa.list_(pa.float16())))
             table = pa.Table.from_arrays([pa.array([g[S.ROW_ID] for g in gen]), counts, dens,
                                           pa.array([True] * len(gen))], schema=ann_schema)
-            opts = maps.parquet_options(table.schema) if layout == "struct" else {}  # as each version's annotate
-            pq.write_table(table, str(run.annotator(name) / CHUNK_PATTERN.format(c)), **opts)
+            if layout == "struct":  # as annotate writes it: zstd, the footer naming the image chunk it labels
+                run.annotation_chunks(name).write(c, table, footer=runner.label_footer(run.image_chunks().path(c)))
+            else:
+                pq.write_table(table, str(run.annotator(name) / CHUNK_PATTERN.format(c)))
     write_json_atomic(run.images / PLAN_FILE, {"num_rows": rows, "num_chunks": n_chunks, "chunk_size": CHUNK,
                                                "task": "counting", "class_names": None})
     image_bytes = sum(len(jpegs[i % len(jpegs)]) for i in range(rows))

@@ -18,6 +18,7 @@ _CACHE = tempfile.mkdtemp(prefix="promptmix-test-cache-")
 os.environ["HF_HOME"] = _CACHE
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
 os.environ["HF_MODULES_CACHE"] = os.path.join(_CACHE, "modules")
+os.environ["PROMPTMIX_CACHE_DIR"] = os.path.join(_CACHE, "promptmix")  # raw-file hash cache (utils/statcache.py)
 
 import pytest  # noqa: E402
 

@@ -275,3 +275,75 @@ def test_sasnet_annotations_of_the_old_forward_pass_are_not_reused(tmp_path):
     with pytest.raises(ConfigError, match="implementation"):
         _check_identity(folder, {**old, "implementation": IMPLEMENTATION["sasnet"]})
     _check_identity(folder, dict(old))  # the same record is accepted
+
+
+def test_images_are_decoded_once_for_all_annotators_and_outputs_equal_the_per_annotator_path(counting_run, models,
+                                                                                              monkeypatch):
+    """Two counters over one run: one decode per chunk, and every output bit-identical to today's path
+    (per annotator: PIL images -> float32 ``to_pixels`` on the CPU -> ``.to(device, dtype)`` -> forward)."""
+    import torch
+
+    from promptmix.models.counting import predict_density, to_pixels
+
+    decoded, captured = [], {}
+    real_read, real_rows = runner.read_chunk_images, runner._rows_to_dataset
+
+    def read(path):
+        decoded.append(path.name)
+        return real_read(path)
+
+    def rows(task, row_ids, outputs, name):
+        captured[(name, row_ids[0])] = (list(row_ids), outputs)
+        return real_rows(task, row_ids, outputs, name)
+
+    monkeypatch.setattr(runner, "read_chunk_images", read)
+    monkeypatch.setattr(runner, "_rows_to_dataset", rows)
+    specs = [str(models["counter_a"]), str(models["counter_b"])]
+    annotate_run(counting_run, specs, batch_size=3, device="cpu")
+    assert sorted(decoded) == [chunk_filename(0), chunk_filename(1)]  # once per chunk, not per annotator
+    assert len(captured) == 4
+    for spec in specs:
+        with build_annotator(spec, batch_size=3, device="cpu") as ann:
+            for c in (0, 1):
+                row_ids, images = real_read(counting_run / "images" / chunk_filename(c))
+                got_ids, got = captured[(ann.name, row_ids[0])]
+                assert got_ids == row_ids
+                for idx in runner_group(images, 3):
+                    with torch.inference_mode():
+                        x = to_pixels([images[i] for i in idx], ann._mean, ann._std).to(ann.device, ann.dtype)
+                        dens = predict_density(ann.model, ann.config, x).float().cpu().numpy()
+                    for i, d in zip(idx, dens):
+                        np.testing.assert_array_equal(got[i]["density"], d.astype(np.float16))
+                        assert got[i]["count"] == float(d.sum(dtype=np.float64))
+
+
+def runner_group(images, batch):
+    from promptmix.annotation.annotators.base import group_by_size
+
+    return list(group_by_size(images, batch))
+
+
+def test_an_annotator_failing_mid_run_leaves_whole_chunks_and_a_rerun_finishes(counting_run, models, monkeypatch):
+    from promptmix.annotation.annotators.counting import CountingAnnotator
+
+    specs = [str(models["counter_a"]), str(models["counter_b"])]
+    real = CountingAnnotator.annotate_arrays
+    calls = []
+
+    def flaky(self, arrays):
+        calls.append(self.name)
+        # chunk 0 is 4 images of 2 sizes (2 batches), so counter_b's third batch is the first of chunk 1
+        if self.name == "counter_b" and calls.count("counter_b") == 3:
+            raise RuntimeError("device lost")
+        return real(self, arrays)
+
+    monkeypatch.setattr(CountingAnnotator, "annotate_arrays", flaky)
+    with pytest.raises(RuntimeError, match="device lost"):
+        annotate_run(counting_run, specs, batch_size=4, device="cpu")
+    b_dir = annotator_dir(counting_run, "counter_b")
+    assert (b_dir / chunk_filename(0)).exists() and not (b_dir / chunk_filename(1)).exists()
+    assert not [p for p in b_dir.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    monkeypatch.setattr(CountingAnnotator, "annotate_arrays", real)
+    again = annotate_run(counting_run, specs, batch_size=4, device="cpu")
+    assert [(a.name, a.chunks_written, a.chunks_skipped) for a in again.annotators] == [
+        ("counter_a", 1, 1), ("counter_b", 1, 1)]

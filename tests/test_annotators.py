@@ -214,3 +214,29 @@ def test_annotator_name_must_be_a_folder_name(models):
         build_annotator(str(models["counter_a"]), name="../x")
     with pytest.raises((ConfigError, ValueError)):
         build_annotator(str(models["counter_a"]), batch_size=0)
+
+
+def test_counter_pixels_are_to_pixels_and_are_shared_only_between_the_same_normalisation(models, images):
+    """uint8 -> device -> normalised there equals the float32 ``to_pixels`` path bit for bit; a batch is reused by
+    a second counter only for the same array objects and the same mean/std/device/dtype."""
+    from promptmix.annotation.annotators.base import as_rgb_array
+
+    arrays = [as_rgb_array(images[0]), as_rgb_array(images[2])]  # one size
+    a = build_annotator(str(models["counter_a"]), device="cpu")
+    b = build_annotator(str(models["counter_b"]), device="cpu")
+    a.load()
+    b.load()
+    try:
+        x = a.pixels(arrays)
+        ref = counting.to_pixels([Image.fromarray(v) for v in arrays], torch.tensor(a.config.image_mean),
+                                 torch.tensor(a.config.image_std))
+        assert torch.equal(x, ref) and x.is_contiguous()
+        assert b.pixels(arrays) is x  # same arrays, same normalisation: normalised once
+        assert b.pixels([v.copy() for v in arrays]) is not x  # equal values, other objects: not trusted
+        b.config.image_std = tuple(s * 2 for s in b.config.image_std)
+        b._std = b._std * 2
+        other = b.pixels(arrays)
+        assert other is not x and torch.allclose(other * 2, x, atol=1e-6)
+    finally:
+        a.unload()
+        b.unload()

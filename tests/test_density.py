@@ -142,3 +142,28 @@ def test_resize_density_by_an_integer_factor_is_sum_pooling():
     np.testing.assert_allclose(up, np.repeat(np.repeat(out / 4, 2, axis=0), 2, axis=1))
     with pytest.raises(InputError, match="positive output size"):
         resize_density(dens, 0, 4)
+
+
+def test_density_map_is_the_same_with_any_blas_thread_count_and_leaves_the_setting_alone():
+    from promptmix.utils import blas
+
+    before = blas.blas_threads()
+    if before is None:
+        pytest.skip("numpy's BLAS is not a bundled OpenBLAS here")
+    rng = np.random.default_rng(3)
+    pts = np.stack([rng.uniform(0, 300, 200), rng.uniform(0, 200, 200)], axis=1)
+    maps = []
+    try:
+        for n in (2, 1):
+            assert blas.set_blas_threads(n)
+            maps.append(density_map(pts, 200, 300, "adaptive"))
+            assert blas.blas_threads() == n  # restored after the call
+            with blas.single_blas_thread():
+                assert blas.blas_threads() == 1
+                with blas.single_blas_thread():  # nested blocks: the outer one restores
+                    pass
+                assert blas.blas_threads() == 1
+            assert blas.blas_threads() == n
+    finally:
+        blas.set_blas_threads(before)
+    np.testing.assert_array_equal(maps[0], maps[1])

@@ -18,7 +18,7 @@ from promptmix.annotation.filter.filtering import FilterConfig, filter_run
 from promptmix.errors import ConfigError, InputError
 from promptmix.run_folder import CHUNK_PATTERN, RunFolder
 from promptmix.testing._annotators import write_generated_run
-from promptmix.utils.io import write_json_atomic, write_parquet_atomic
+from promptmix.utils.io import write_json_atomic
 
 A_COUNTS = [10, 10, 10, 10, 10, 10]
 B_COUNTS = [10, 12, 9, 15, 4, float("nan")]  # q = 0, 2/12, 1/10, 5/15, 6/10, flagged
@@ -42,13 +42,14 @@ def _store(run_dir, name, task, outputs, chunk_size=3, record=None):
     for c, path in RunFolder(run_dir).image_chunks().list():
         import pyarrow.parquet as pq
 
-        plan_rows.append((c, pq.read_table(str(path), columns=[S.ROW_ID]).column(0).to_pylist()))
+        plan_rows.append((c, path, pq.read_table(str(path), columns=[S.ROW_ID]).column(0).to_pylist()))
     folder = RunFolder(run_dir).annotator(name)
     write_json_atomic(folder / runner.ANNOTATOR_JSON, record or {"name": name, "task": task, "spec": f"test:{name}"})
     i = 0
-    for c, row_ids in plan_rows:
+    for c, path, row_ids in plan_rows:
         ds = runner._rows_to_dataset(task, row_ids, outputs[i:i + len(row_ids)], name)
-        write_parquet_atomic(ds, folder / CHUNK_PATTERN.format(c))
+        # the footer names the image chunk it labels (its sha256), as annotate writes it
+        RunFolder(run_dir).annotation_chunks(name).write(c, ds, footer=runner.label_footer(path))
         i += len(row_ids)
 
 

@@ -28,7 +28,7 @@ def test_an_unreachable_hub_is_named_with_the_three_ways_out(tmp_path):
 
     offline = _promptmix(args, tmp_path, HF_HUB_OFFLINE="1")
     assert offline.returncode == 1
-    assert "offline mode (HF_HUB_OFFLINE=1) and not in the local Hub cache" in offline.stderr
+    assert "nor in the local Hub cache, and offline mode is on (HF_HUB_OFFLINE=1)" in offline.stderr
     assert "unset HF_HUB_OFFLINE" in offline.stderr and "hf download someorg/some-model" in offline.stderr
 
 

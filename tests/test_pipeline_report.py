@@ -115,7 +115,7 @@ def test_baseline_by_folder_outside_the_runs_and_errors(counting, tmp_path):
     assert "no baseline for vgg-promptmix" in comp.table() and "--baseline NAME" in comp.table()
 
 
-def test_write_report_and_the_cli(counting, tmp_path, capsys):
+def test_write_report_and_the_cli(counting, tmp_path, capsys, monkeypatch):
     from promptmix.cli import main
 
     files = write_report(list(counting.values()), tmp_path / "out")
@@ -133,7 +133,8 @@ def test_write_report_and_the_cli(counting, tmp_path, capsys):
     row = row_of(out, "test/mae ↓", "rescsrnet-promptmix")
     assert row == ["8.5700", "-2.0300", "-19.15%", "better"]  # against CSRNet's 10.60 now
     assert f"wrote {tmp_path / 'cli' / 'report.md'}" in out and (tmp_path / "cli" / "test_metric.png").exists()
+    monkeypatch.chdir(tmp_path)  # `--out none` prints only: no ./none, and no ./report (the default folder)
     assert main(["report", *dirs, "--out", "none"]) == 0
-    assert "-26.31%" in capsys.readouterr().out and not Path("none").exists()
+    assert "-26.31%" in capsys.readouterr().out and not Path("none").exists() and not Path("report").exists()
     assert main(["report", *dirs, "--out", str(tmp_path / "x.png")]) == 1
     assert "--out: expected a folder" in capsys.readouterr().err

@@ -156,15 +156,95 @@ def test_files_fingerprint_follows_content_not_timestamps(tmp_path):
     root = tmp_path / "raw"
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "x.mat").write_bytes(b"123")
-    cache = tmp_path / "fp.json"
+    cache = tmp_path / "fp.sqlite"
     first = files_fingerprint([root], cache)
     import os
     os.utime(root / "sub" / "x.mat", ns=(1, 1))
     assert files_fingerprint([root], cache) == first
     (root / "sub" / "x.mat").write_bytes(b"124")
     assert files_fingerprint([root], cache) != first
+    assert files_fingerprint([root], False) == files_fingerprint([root], cache)  # the cache changes no result
     with pytest.raises(InputError, match="does not exist"):
         files_fingerprint([tmp_path / "nope"])
+
+
+def _forge(path, data, like):
+    """Write ``data`` to ``path`` and give it ``like``'s mtime (a file changed behind a stat cache's back)."""
+    import os
+
+    st = os.stat(like)
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("change", ["size", "mtime", "inode", "in-place"])
+def test_files_fingerprint_rehashes_a_file_whose_stat_changed(tmp_path, change, monkeypatch):
+    import os
+
+    from promptmix.utils import io as io_mod
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    f = root / "a.bin"
+    f.write_bytes(b"aaaa")
+    (root / "b.bin").write_bytes(b"bbbb")
+    cache = tmp_path / "fp.sqlite"
+    first = files_fingerprint([root], cache)
+    st = os.stat(f)
+    if change == "size":
+        f.write_bytes(b"aaaaa")
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "mtime":  # same size, new content, a new mtime
+        f.write_bytes(b"abcd")
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    elif change == "inode":  # same size and mtime, another file renamed over it
+        other = tmp_path / "new.bin"
+        _forge(other, b"zzzz", f)
+        os.replace(other, f)
+        assert os.stat(f).st_ino != st.st_ino and os.stat(f).st_mtime_ns == st.st_mtime_ns
+    else:  # same size, same mtime, same inode: only ctime tells
+        _forge(f, b"zzzz", f)
+        assert (os.stat(f).st_ino, os.stat(f).st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    hashed = []
+    real = io_mod.sha256_file
+    monkeypatch.setattr(io_mod, "sha256_file", lambda p: hashed.append(os.path.basename(p)) or real(p))
+    assert files_fingerprint([root], cache) != first
+    assert hashed == ["a.bin"]  # the unchanged file comes from the cache
+    hashed.clear()
+    files_fingerprint([root], cache)
+    assert hashed == []  # warm: nothing read
+    import sqlite3
+
+    (root / "b.bin").unlink()
+    files_fingerprint([root], cache)
+    with sqlite3.connect(cache) as db:  # the row of a file that is gone is dropped
+        assert [os.path.basename(p) for (p,) in db.execute("SELECT path FROM files")] == ["a.bin"]
+
+
+def test_files_fingerprint_cache_is_used_before_any_run_folder_and_a_bad_cache_is_not_fatal(tmp_path, monkeypatch,
+                                                                                            caplog):
+    import os
+
+    from promptmix.utils import io as io_mod
+    from promptmix.utils.statcache import default_cache_path
+
+    monkeypatch.setenv("PROMPTMIX_CACHE_DIR", str(tmp_path / "user-cache"))
+    assert default_cache_path() == tmp_path / "user-cache" / "fingerprints.sqlite"
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"a")
+    first = files_fingerprint([root])
+    assert default_cache_path().is_file()
+    hashed = []
+    real = io_mod.sha256_file
+    monkeypatch.setattr(io_mod, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert files_fingerprint([root]) == first and hashed == []
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database" * 100)
+    with caplog.at_level("WARNING"):
+        assert files_fingerprint([root], bad) == first
+    assert "bad.sqlite" in caplog.text and bad.read_bytes() == b"not a database" * 100  # left as it was
+    assert os.path.exists(bad)
 
 
 def test_outputs_of_the_stage_own_command_are_adopted(tmp_path):
@@ -466,3 +546,27 @@ def test_plan_says_a_stage_is_running_when_another_process_holds_the_lock(tmp_pa
     lines = []
     run_stages(tmp_path, Toy(tmp_path).stages(), plan_only=True, echo=lines.append)
     assert "locked" not in "\n".join(lines)
+
+
+def test_files_fingerprint_is_the_one_runs_were_keyed_on_before_the_stat_cache(tmp_path):
+    """Same value as the plain walk it replaced (sorted ``rglob``, relative posix names), so no run's key changes."""
+    import os
+
+    from promptmix.utils.hashing import sha256_file, stable_hash
+
+    root = tmp_path / "raw"
+    for rel in ["a-b/x", "a/b", "a.b", "a/b-c/d", "A/z", ".hidden", "a/.x/y", "b"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode())
+    os.symlink(root / "a", root / "link-dir")  # a folder link is not entered, a file link is followed
+    os.symlink(root / "b", root / "link-file")
+    single = tmp_path / "one.bin"
+    single.write_bytes(b"1")
+    entries = []
+    for r in (root, single):
+        files = sorted(p for p in r.rglob("*") if p.is_file()) if r.is_dir() else [r]
+        entries += [[f.relative_to(r).as_posix() if r.is_dir() else f.name, sha256_file(f)] for f in files]
+    expected = stable_hash(entries, length=32)
+    cache = tmp_path / "fp.sqlite"
+    assert files_fingerprint([root, single], False) == expected
+    assert files_fingerprint([root, single], cache) == expected == files_fingerprint([root, single], cache)

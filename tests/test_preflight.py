@@ -208,7 +208,7 @@ def test_a_pipeline_config_gets_every_problem_at_once(tmp_path, tiny_models, bad
     cfg = PipelineConfig.from_dict({
         "run_dir": str(tmp_path / "run"),
         "real": {"builder": "shanghaitech", "root": str(raw), "part": "B"},
-        "caption": {"model": "Salesforce/blip-image-captioning-base"},
+        "caption": {"model": "Salesforce/blip-image-captioning-large"},  # never put in the test cache
         "generate": {"model": str(tiny_models["sd"]), "images_per_prompt": 10},
         "annotate": {"annotators": [f"shtb:sasnet={bad_files['lfs']}", f"a:{tiny_models['counter_a']}"]},
         "filter": {"keep_percent": 50, "target": "a"},

@@ -23,7 +23,10 @@ crash on an infinite sigma), sigma_i = 0.3 x the mean distance to the neighbours
 Speed: the map is ``sum_i outer(g_y_i, g_x_i)`` of 1-D kernels computed exactly as scipy's
 ``_gaussian_kernel1d`` (radius ``int(truncate * sigma + 0.5)``, clipped by the frame), i.e. the
 matrix product ``G_y^T @ G_x`` of two sparse (heads x H) and (heads x W) matrices; it is computed
-tile by tile over the frame with BLAS, each tile using only the heads whose kernel reaches it.
+tile by tile over the frame with BLAS, each tile using only the heads whose kernel reaches it. The tiles'
+products are small, so they run with numpy's BLAS limited to one thread (:mod:`promptmix.utils.blas`): a
+multi-threaded BLAS spends more waking its workers than it saves, and the time no longer depends on the
+machine's thread settings or load.
 ``scripts/bench_density.py`` compares it with :func:`reference_density_map_slow`.
 
 :func:`box_density_map` is the same for people annotated with boxes (PANDA-Crowd; PromptMix
@@ -49,6 +52,7 @@ interior cell lands on the pixels it came from.
 from __future__ import annotations
 
 import functools
+import threading
 
 from typing import Any, Literal
 
@@ -124,9 +128,36 @@ def adaptive_sigmas(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return dist[:, 1:].mean(axis=1) * 0.3
 
 
+_SCRATCH = threading.local()
+_SCRATCH_MAX_BYTES = 16 << 20
+
+
+def _scratch(slot: int, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    """A zeroed array for the kernel matrices, reusing this thread's buffer of ``slot`` (up to 16 MB).
+
+    Fresh ``np.zeros`` pages are faulted in on first write, which cost more than the kernels themselves;
+    the kernel matrices never leave :func:`density_map`, so a per-thread buffer is safe to reuse.
+    """
+    dtype = np.dtype(dtype)
+    need = shape[0] * shape[1]
+    if need * dtype.itemsize > _SCRATCH_MAX_BYTES:
+        return np.zeros(shape, dtype=dtype)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    buf = bufs.get((slot, dtype))
+    if buf is None or buf.size < need:
+        buf = bufs[(slot, dtype)] = np.empty(max(need, 1 << 16), dtype=dtype)
+    view = buf[:need].reshape(shape)
+    view.fill(0)
+    return view
+
+
 def _kernels(centres: np.ndarray, sigmas: np.ndarray, sizes: tuple[int, ...], truncate: float,
              renormalise: bool, dtype: Any = np.float64) -> list[np.ndarray]:
     """Per axis, a dense (N, size) matrix whose row i is head i's 1-D Gaussian, clipped by the frame.
+
+    The matrices are this thread's scratch buffers (:func:`_scratch`): valid until the next call.
 
     ``centres``: (N, axes) integer pixel of each head; ``sizes``: the frame's size along each axis.
     Values equal scipy's ``_gaussian_kernel1d(sigma, 0, int(truncate * sigma + 0.5))`` placed at the
@@ -153,8 +184,8 @@ def _kernels(centres: np.ndarray, sigmas: np.ndarray, sizes: tuple[int, ...], tr
         inside = (pos >= 0) & (pos < size)
         h_in, p_in, phi_in = head[inside], pos[inside], phi[inside]
         norm = np.bincount(h_in, weights=phi_in, minlength=n) if renormalise else full_norm
-        k = np.zeros((n, size), dtype=dtype)
-        k[h_in, p_in] = phi_in / norm[h_in]
+        k = _scratch(axis, (n, size), dtype)
+        k.reshape(-1)[h_in * size + p_in] = phi_in / norm[h_in]  # flat index: one pass, no 2-D fancy indexing
         out.append(k)
     return out
 
@@ -164,6 +195,13 @@ def _accumulate(out: np.ndarray, ky: np.ndarray, kx: np.ndarray, rows: np.ndarra
 
     ``rows``/``cols``: (N, 2) inclusive first/last row (column) each head touches.
     """
+    from .utils.blas import single_blas_thread
+
+    with single_blas_thread():  # many small products: BLAS worker threads cost more than they give
+        _accumulate_tiles(out, ky, kx, rows, cols)
+
+
+def _accumulate_tiles(out: np.ndarray, ky: np.ndarray, kx: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
     h, w = out.shape
     t = _TILE
     ty0, ty1 = rows[:, 0] // t, rows[:, 1] // t

@@ -26,3 +26,7 @@ class CheckpointError(PromptmixError):
 
 class RunLockedError(PromptmixError):
     """Another process is already working on this run folder."""
+
+
+class TrainingError(PromptmixError):
+    """A training run cannot go on: a validation or test metric is NaN or infinite."""

@@ -143,8 +143,8 @@ def check_model_id(name: str | os.PathLike, revision: str | None = None, *, repo
     from .utils.model_source import network_failure, ways_out
 
     if hub_offline():
-        return [Problem(subject, f"{what} {text!r}{at} is not a local path, and offline mode (HF_HUB_OFFLINE=1) "
-                                 f"and not in the local Hub cache. "
+        return [Problem(subject, f"{what} {text!r}{at} is neither a local path nor in the local Hub cache, "
+                                 f"and offline mode is on (HF_HUB_OFFLINE=1). "
                                  + ways_out(text, revision, repo_type=repo_type, offline=True))]
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError

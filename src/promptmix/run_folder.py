@@ -18,12 +18,16 @@ Every stage reads and writes a run folder through a :class:`RunFolder`; no other
       real/                    stage real:     the real dataset built by `promptmix run` (default)
       train/<name>/            stage train:    one training run per name (`promptmix run`)
       report/                  stage report:   the runs against their baseline (`promptmix run`)
-      pipeline/                `promptmix run` only: config.yaml, state.json, fingerprints.json, trash/
+      pipeline/                `promptmix run` only: config.yaml, state.json, trash/
 
 Chunked work (captions, images, annotations) goes through :class:`ChunkStore`: chunk ``c`` is the file
 ``chunk-{c:06d}.parquet``, written whole under a temporary name and renamed, done by rank
-``c % world_size``; a chunk counts as done only when its file opens as Parquet and holds the rows the
-caller expects.
+``c % world_size``; a chunk counts as done only when its file opens as Parquet (footer and row-id
+column), says in its footer that it is chunk ``c`` (``promptmix.chunk``) and holds the rows the caller
+expects (:meth:`ChunkStore.problem`). A chunk that fails is never deleted: :meth:`ChunkStore.set_aside`
+renames it ``chunk-NNNNNN.parquet.bad`` (``.bad-2``, ... when taken) with a warning, and it is redone.
+Writers may add ``promptmix.*`` keys to a chunk's footer (annotate stores the sha256 of the image chunk
+it labelled there, :meth:`ChunkStore.footer`).
 
 One lock serialises the commands that write into a run folder (:meth:`RunFolder.lock`). It is reentrant
 for the same :class:`RunFolder` object, so ``promptmix run`` holds it and the stages it calls take it
@@ -36,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import logging
 import os
 import platform
 import re
@@ -44,12 +49,15 @@ from typing import Any, Iterator, Sequence
 
 from .errors import InputError, RunLockedError
 
+logger = logging.getLogger(__name__)
+
 # 1: no format_version key (promptmix 0.1.0); 2: adds it, stage "caption" (was "captions"); 3: maps (density, depth)
-# in annotation chunks are {shape, data} structs (promptmix.maps) -- the nested lists of 2 are still read, and a
-# folder may hold both (an old run resumed)
+# in annotation chunks are {shape, dtype, data} structs (promptmix.maps) -- the nested lists of 2 are still read,
+# and a folder may hold both (an old run resumed)
 MANIFEST_VERSION = 3
 CHUNK_PATTERN = "chunk-{:06d}.parquet"
 _CHUNK_RE = re.compile(r"^chunk-(\d{6})\.parquet$")
+FOOTER_PREFIX = "promptmix."  # the footer keys promptmix writes into a chunk (schema metadata)
 _LIBS = ("promptmix", "torch", "diffusers", "transformers", "datasets", "huggingface_hub", "accelerate",
          "evaluate", "numpy", "pillow", "scipy")
 
@@ -156,11 +164,6 @@ class RunFolder:
     @property
     def pipeline_config(self) -> Path:
         return self.pipeline / "config.yaml"
-
-    @property
-    def fingerprints(self) -> Path:
-        """Size/mtime cache of the raw files' hashes (`promptmix run`)."""
-        return self.pipeline / "fingerprints.json"
 
     @property
     def trash(self) -> Path:
@@ -346,19 +349,99 @@ class ChunkStore:
         except Exception:  # truncated, zero bytes, another format, no such column
             return None
 
-    def is_complete(self, chunk: int, expected: Sequence[str] | None = None, *, column: str | None = None) -> bool:
-        """The chunk file exists and, with ``expected``, its ``column`` holds exactly those values in order."""
-        if expected is None:
-            return self.exists(chunk)
-        return self.row_ids(chunk, column) == list(expected)
+    def footer(self, chunk: int) -> dict[str, str] | None:
+        """The ``promptmix.*`` keys of a chunk's footer (prefix removed), or None when it cannot be read."""
+        import pyarrow.parquet as pq
 
-    def write(self, chunk: int, table) -> Path:
-        """Write one whole chunk (a ``pyarrow.Table`` or ``datasets.Dataset``) under a temporary name, then rename."""
+        try:
+            meta = pq.read_schema(str(self.path(chunk))).metadata or {}
+        except Exception:
+            return None
+        out = {}
+        for k, v in meta.items():
+            key = k.decode("utf-8", "replace")
+            if key.startswith(FOOTER_PREFIX):
+                out[key[len(FOOTER_PREFIX):]] = v.decode("utf-8", "replace")
+        return out
+
+    def problem(self, chunk: int, expected: Sequence[str] | None = None, *, column: str | None = None) -> str | None:
+        """Why chunk ``chunk`` does not count as done, or None when it does.
+
+        It must exist, be non-empty, open as Parquet (its footer, and its ``column`` when given), say in its
+        footer that it is this chunk when it says which it is, and (with ``expected``) hold exactly those
+        ``column`` values in order.
+        """
+        return self._check(chunk, expected, column)[0]
+
+    def checked_ids(self, chunk: int, column: str, fix: str = "") -> list:
+        """The ``column`` values of a chunk that passes :meth:`problem`; :class:`InputError` naming the file (and
+        ``fix``) when it does not."""
+        why, ids = self._check(chunk, None, column)
+        if why is not None:
+            raise InputError(f"{self.path(chunk)} {why}" + (f"; {fix}" if fix else ""))
+        return ids
+
+    def _check(self, chunk: int, expected: Sequence[str] | None, column: str | None) -> tuple[str | None, list | None]:
+        import pyarrow.parquet as pq
+
+        path = self.path(chunk)
+        if not path.is_file():
+            return "is missing", None
+        if path.stat().st_size == 0:
+            return "is empty (0 bytes; a copy or a disk that failed)", None
+        try:
+            pf = pq.ParquetFile(str(path))
+            meta = pf.schema_arrow.metadata or {}
+            ids = pf.read(columns=[column]).column(column).to_pylist() if column is not None else None
+        except Exception as exc:  # truncated, another format, no such column
+            return f"is not a readable Parquet chunk ({type(exc).__name__}: {str(exc)[:200]})", None
+        written = meta.get(f"{FOOTER_PREFIX}chunk".encode())
+        if written is not None and written.decode("utf-8", "replace") != str(chunk):
+            return (f"is chunk {written.decode('utf-8', 'replace')} (its footer says so) stored under the name of "
+                    f"chunk {chunk}"), ids
+        if expected is not None and ids != list(expected):
+            expected = list(expected)
+            first = next((i for i, (a, b) in enumerate(zip(ids, expected)) if a != b), min(len(ids), len(expected)))
+            got = repr(ids[first]) if first < len(ids) else "nothing"
+            want = repr(expected[first]) if first < len(expected) else "nothing"
+            return (f"holds {len(ids)} rows where {len(expected)} are expected; row {first} is {got}, expected "
+                    f"{want}"), ids
+        return None, ids
+
+    def is_complete(self, chunk: int, expected: Sequence[str] | None = None, *, column: str | None = None) -> bool:
+        """:meth:`problem` finds nothing: the chunk opens and (with ``expected``) holds exactly those values."""
+        return self.problem(chunk, expected, column=column) is None
+
+    def set_aside(self, chunk: int, reason: str) -> Path | None:
+        """Rename a chunk that failed :meth:`problem` to ``chunk-NNNNNN.parquet.bad`` (``.bad-2``, ... when that
+        name is taken; never deleted) and warn with ``reason``; returns the new path (None when it is gone)."""
+        path = self.path(chunk)
+        bad = path.with_name(path.name + ".bad")
+        n = 1
+        while bad.exists():
+            n += 1
+            bad = path.with_name(f"{path.name}.bad-{n}")
+        try:
+            path.rename(bad)
+        except FileNotFoundError:  # another rank set it aside first
+            return None
+        logger.warning("%s %s; moved it aside to %s, it is redone", path, reason, bad.name)
+        return bad
+
+    def write(self, chunk: int, table, footer: dict[str, str] | None = None) -> Path:
+        """Write one whole chunk (a ``pyarrow.Table`` or ``datasets.Dataset``) under a temporary name, then rename.
+
+        The footer records ``promptmix.chunk`` (this chunk's number) and ``promptmix.<key>`` for each of ``footer``.
+        """
         import pyarrow.parquet as pq
 
         from .utils.io import atomic_path
 
         table = getattr(getattr(table, "data", None), "table", table)  # datasets.Dataset -> its Arrow table
+        meta = dict(table.schema.metadata or {})
+        for key, value in {"chunk": str(chunk), **(footer or {})}.items():
+            meta[f"{FOOTER_PREFIX}{key}".encode()] = str(value).encode()
+        table = table.replace_schema_metadata(meta)
         target = self.path(chunk)
         from .maps import parquet_options
 

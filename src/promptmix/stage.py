@@ -128,6 +128,12 @@ class Stage:
 
         return any(glob.glob(str(out / marker)) for out in self.outputs(config, run) for marker in self.marker_files)
 
+    def verify_outputs(self, config: "StageConfig", run: "RunFolder") -> list[str]:
+        """What is wrong with outputs that exist (a truncated, empty or wrong-rows chunk, labels of images generated
+        again since): one line each, empty when nothing is. ``promptmix run`` does not count a stage whose
+        outputs fail this as done: it runs it again on them, and the stage redoes what is bad."""
+        return []
+
     # -- its cache key --------------------------------------------------------------------------------------
     def settings(self, config: "StageConfig") -> dict[str, Any]:
         """The settings that change its result: the config's hashed fields without the wired ones."""

@@ -34,8 +34,8 @@ import numpy as np
 from .. import schema
 from ..errors import InputError
 from ..utils.progress import progress
-from .common import (SEED, BadItem, Build, BuildReport, dataset_body, list_images, read_image, stratified_split,
-                     stratified_take)
+from .common import (DEFAULT_MAX_PIXELS, SEED, BadItem, Build, BuildReport, dataset_body, list_images, read_image,
+                     stratified_split, stratified_take)
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,8 @@ def _imagefolder_layout(root: Path) -> dict[str, Path]:
 
 
 def build_imagefolder(root: str | Path, out: str | Path, *, reduced: int | None = None, skip_bad: bool = False,
-                      seed: int = SEED, reduced_counts: str = "train") -> BuildReport:
+                      seed: int = SEED, reduced_counts: str = "train", max_pixels: int = DEFAULT_MAX_PIXELS
+                      ) -> BuildReport:
     """Build a classification dataset from an image folder (class subfolders, optional train/test level)."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -175,7 +176,8 @@ def build_imagefolder(root: str | Path, out: str | Path, *, reduced: int | None 
     notes: list[str] = []
     final = plan_splits(labels, given, reduced=reduced, seed=seed, notes=notes, reduced_counts=reduced_counts)
     features = schema.classification_real(class_names)
-    with Build("imagefolder", out, "classification", features, skip_bad=skip_bad, inputs=[root]) as build:
+    with Build("imagefolder", out, "classification", features, skip_bad=skip_bad, inputs=[root],
+               max_pixels=max_pixels) as build:
         build.report.notes += notes
         for path, label, split in progress(list(zip(files, labels, final)), desc=f"imagefolder {root.name}",
                                            unit="img"):
@@ -264,7 +266,7 @@ def _hub_image_source(value: Any, label: str) -> tuple[Any, str | None]:
 
 def build_from_hub(dataset: str, out: str | Path, *, image_column: str = "image", label_column: str = "label",
                    reduced: int | None = None, revision: str | None = None, skip_bad: bool = False,
-                   seed: int = SEED, reduced_counts: str = "train") -> BuildReport:
+                   seed: int = SEED, reduced_counts: str = "train", max_pixels: int = DEFAULT_MAX_PIXELS) -> BuildReport:
     """Build a classification dataset from any ``datasets`` source (Hub id or local folder) with image + label."""
     import datasets
 
@@ -302,7 +304,7 @@ def build_from_hub(dataset: str, out: str | Path, *, image_column: str = "image"
     images = {s: ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
               for s, ds in splits.items()}
     features = schema.classification_real(class_names)
-    with Build("hub", out, "classification", features, skip_bad=skip_bad) as build:
+    with Build("hub", out, "classification", features, skip_bad=skip_bad, max_pixels=max_pixels) as build:
         build.report.notes += notes
         for (src_split, i, value), split in progress(list(zip(items, final)), desc=f"{dataset}", unit="img"):
             if split is None:

@@ -11,6 +11,9 @@ in the :class:`BuildReport`.
 Images are checked the same way for every builder (:func:`read_image`):
 
 - missing, unreadable or truncated files are bad items;
+- an image whose header gives more than ``max_pixels`` pixels (default :data:`DEFAULT_MAX_PIXELS`, 50 Mpx,
+  below PIL's own 89 Mpx warning and 179 Mpx error; the builder option ``max_pixels``) is a bad item naming
+  its size, found from the header before any pixel is decoded (a 2 KB file can claim 13000 x 13000);
 - CMYK and 16/32-bit images (modes ``CMYK``, ``I;16*``, ``I``, ``F``) are bad items: convert them
   to 8-bit RGB yourself (no colour management happens here);
 - an EXIF orientation other than 1 is a bad item for counting (head points refer to the stored
@@ -24,12 +27,15 @@ Images are checked the same way for every builder (:func:`read_image`):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import io
 import logging
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -48,6 +54,9 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _CONVERT_TO_RGB = ("P", "PA", "RGBA", "RGBX", "RGBa", "YCbCr", "LAB", "HSV")
 _CONVERT_TO_L = ("1", "LA", "La")
 EXIF_ORIENTATION = 0x0112
+#: the most pixels (width x height, from the header) an image may have (builder option ``max_pixels``)
+DEFAULT_MAX_PIXELS = 50_000_000
+_MAX_PIXELS: contextvars.ContextVar[int | None] = contextvars.ContextVar("promptmix_max_pixels", default=None)
 
 
 class BadItem(Exception):
@@ -176,6 +185,32 @@ def _encode_like(image, source, name: str | None) -> tuple[bytes, str | None]:
     return buf.getvalue(), name and str(Path(name).with_suffix(".png"))
 
 
+def _check_max_pixels(max_pixels: Any) -> None:
+    if max_pixels is not None and (not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1):
+        raise InputError(f"max_pixels: expected a positive number of pixels (width x height); got {max_pixels!r}")
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None):
+    """:func:`read_image` refuses images above ``max_pixels`` pixels while the block runs (a :class:`Build` sets it)."""
+    _check_max_pixels(max_pixels)
+    token = _MAX_PIXELS.set(max_pixels)
+    try:
+        yield
+    finally:
+        _MAX_PIXELS.reset(token)
+
+
+def check_pixels(label: str, width: int, height: int, max_pixels: int | None = None) -> None:
+    """:class:`BadItem` naming ``label`` and its size when ``width x height`` exceeds the limit."""
+    limit = max_pixels if max_pixels is not None else (_MAX_PIXELS.get() or DEFAULT_MAX_PIXELS)
+    if int(width) * int(height) > limit:
+        raise BadItem(f"{label}: its header says {width} x {height} = {int(width) * int(height) / 1e6:.1f} Mpx, above "
+                      f"the limit of {limit / 1e6:g} Mpx (max_pixels {limit}); expected a photo of ordinary size. "
+                      "A damaged or hostile header can claim any size; if the image really is that large, raise "
+                      "the builder option max_pixels (--max-pixels)")
+
+
 def read_image(source: str | Path | bytes, *, name: str | None = None, filename: str | None = None,
                exif: str = "error", max_side: int | None = None) -> tuple[StoredImage, tuple[float, float]]:
     """Read and check one image; returns what to store and the (x, y) scale applied to it (resizing).
@@ -208,13 +243,20 @@ def read_image(source: str | Path | bytes, *, name: str | None = None, filename:
     if not data:
         raise BadItem(f"{label}: image file is empty")
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # our own limit (below PIL's warning) is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # above PIL's own limit: refused from the header, as ours
+        size = re.search(r"(\d+) pixels", str(exc))
+        raise BadItem(f"{label}: its header claims {size.group(1) if size else 'more than 179M'} pixels, above the "
+                      f"limit of {(_MAX_PIXELS.get() or DEFAULT_MAX_PIXELS) / 1e6:g} Mpx (max_pixels)") from None
     except UnidentifiedImageError:
         raise BadItem(f"{label}: not a readable image (corrupt file, or a format PIL does not know); "
                       "expected a JPEG or PNG image") from None
     except Exception as exc:
         raise BadItem(f"{label}: corrupt or truncated image file ({type(exc).__name__}: {exc}); "
                       "expected a complete image file") from None
+    check_pixels(label, im.width, im.height)  # from the header, before any pixel is decoded
     try:
         im.load()  # decode every pixel: truncated or corrupt data fail here
     except Exception as exc:
@@ -271,13 +313,23 @@ def encode_png(array: np.ndarray, name: str) -> StoredImage:
 
 
 def check_points(points: Any, label: str) -> np.ndarray:
-    """An (N, 2) float64 array of finite (x, y) points, or :class:`BadItem` naming ``label``."""
+    """An (N, 2) float64 array of finite (x, y) points, or :class:`BadItem` naming ``label``.
+
+    The layout is one row per point: (N, 2), or (N, K) with K > 2 whose first two columns are x and y (the
+    rest is left out). A (2, N) array with N > 2 is refused as transposed (x in row 0, y in row 1): it would
+    read as 2 wrong points. A (2, 2) array cannot tell and is read by the layout, as 2 points (x, y) per row;
+    so is (2, K) for K > 2 never read as 2 points with extra columns: a file of 2 points must store them (2, 2).
+    """
     try:
         pts = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
         raise BadItem(f"{label}: head points are not numbers; expected an (N, 2) array of (x, y)") from None
     if pts.size == 0:
         return np.zeros((0, 2), dtype=np.float64)
+    if pts.ndim == 2 and pts.shape[0] == 2 and pts.shape[1] > 2:
+        raise BadItem(f"{label}: head points have shape {pts.shape}, a transposed (2, N) array (x in row 0, y in "
+                      f"row 1); expected one row per point, (N, 2): store it transposed ({pts.shape[1]} points) "
+                      "(a file of exactly 2 points stores them as (2, 2))")
     if pts.ndim != 2 or pts.shape[1] < 2:
         raise BadItem(f"{label}: head points have shape {pts.shape}; expected an (N, 2) array of (x, y)")
     pts = pts[:, :2]
@@ -306,6 +358,20 @@ def load_mat(path: Path, key: str, what: str) -> Any:
 
 
 # -- listing raw files --------------------------------------------------------------------------------------
+def by_key(paths: Iterable[Path], key: Callable[[Path], str], what: str) -> dict[str, Path]:
+    """``{key(p): p}``; two files with one key (``IMG_1.jpg`` and ``IMG_1.jpeg``) are an :class:`InputError`
+    naming both: which of them the annotation belongs to cannot be told, and one would be dropped."""
+    out: dict[str, Path] = {}
+    for p in sorted(paths, key=lambda q: q.name):
+        k = key(p)
+        if k in out:
+            raise InputError(f"{what}: {out[k]} and {p} have the same name {k!r} apart from the extension, so which "
+                             "one its annotation belongs to cannot be told; remove or rename one of them")
+        out[k] = p
+    return out
+
+
+
 def natural_key(text: str) -> list:
     """Sort key that orders ``IMG_2`` before ``IMG_10``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
@@ -456,7 +522,9 @@ class Build:
     """One builder run: the staging folder, the row writer, the split of every row, skips and the report."""
 
     def __init__(self, builder: str, out: str | Path, task: str, features, *, skip_bad: bool,
-                 inputs: Iterable[Path] = ()):
+                 inputs: Iterable[Path] = (), max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        _check_max_pixels(max_pixels)  # before anything is written
+        self._limit = pixel_limit(max_pixels)
         self.out = check_out_folder(Path(out), inputs)
         self.skip_bad = skip_bad
         self.features = features
@@ -467,10 +535,12 @@ class Build:
         self._split_rows: dict[str, list[int]] = {s: [] for s in SPLITS}
 
     def __enter__(self) -> "Build":
+        self._limit.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)
+        self._limit.__exit__(None, None, None)
 
     def item(self, label: str, make: Callable[[], Mapping[str, Any] | None], split: str) -> bool:
         """Build one row with ``make()`` and add it to ``split``; a :class:`BadItem` is raised or skipped."""

@@ -42,6 +42,9 @@ _REDUCED_COUNTS = _opt("reduced_counts", "train", choices=("train", "labelled"),
     "labelled (train + validation: N images drawn, the validation split taken out of them, as the MVC paper's "
     "'4,000 labeled examples')"))
 _SEED = _opt("seed", 42, help="seed of the splits")
+_MAX_PIXELS = _opt("max_pixels", 50_000_000, help=(
+    "largest image accepted, in pixels (width x height, read from the header before decoding); larger ones are "
+    "bad items (default 50000000)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +67,7 @@ BUILDER_SPECS: dict[str, BuilderSpec] = {
     "shanghaitech": BuilderSpec("build_shanghaitech", "counting", ("root", "part"),
                                 options=(_opt("validation_fraction", None, type=float,
                                               help="share of train_data moved to validation (default 0.2 for A, "
-                                                   "0.1 for B)"), _SEED), help=(
+                                                   "0.1 for B)"), _SEED, _MAX_PIXELS), help=(
         "ShanghaiTech Part A or B (crowd counting)"), details="""\
 Raw layout: ROOT/part_A/train_data/images/IMG_1.jpg + ROOT/part_A/train_data/ground-truth/GT_IMG_1.mat
 (image_info[0,0][0,0][0] = (x, y) head points), same for test_data. Splits: test = test_data;
@@ -74,7 +77,7 @@ example:
   promptmix real shanghaitech --root data/ShanghaiTech --part A --out data/shta
 """),
     "ucf-qnrf": BuilderSpec("build_ucf_qnrf", "counting", ("root",),
-                            options=(_opt("validation_fraction", 0.1), _opt("max_side", 1920), _SEED),
+                            options=(_opt("validation_fraction", 0.1), _opt("max_side", 1920), _SEED, _MAX_PIXELS),
                             help="UCF-QNRF (crowd counting)", details="""\
 Raw layout: ROOT/Train/img_0001.jpg + ROOT/Train/img_0001_ann.mat (annPoints), ROOT/Test/...
 Images are resized to fit 1920x1920 keeping the aspect ratio (points scaled, JPEG tables kept).
@@ -108,7 +111,7 @@ example:
   promptmix real nyu-depth-v2 --mat data/nyu_depth_v2_labeled.mat --out data/nyu
 """),
     "imagefolder": BuilderSpec("build_imagefolder", "classification", ("root",), ("reduced",),
-                               options=(_REDUCED_COUNTS, _SEED), help=(
+                               options=(_REDUCED_COUNTS, _SEED, _MAX_PIXELS), help=(
         "an image folder: ROOT/<class>/<image>, optionally under train/ and test/ (classification)"), details="""\
 Splits (numpy seed 42, stratified by class): test = ROOT/test, else 20 % of the train images (all images
 without a split level); validation = ROOT/validation (or val), else 10 % of the train images left;
@@ -122,7 +125,7 @@ examples:
     "hub": BuilderSpec("build_from_hub", None, ("dataset",), ("revision", "reduced"),
                        options=(_opt("image_column", "image", help="the image column (CIFAR: img)"),
                                 _opt("label_column", "label", help="the label column (CIFAR-100: fine_label)"),
-                                _REDUCED_COUNTS, _SEED), help=(
+                                _REDUCED_COUNTS, _SEED, _MAX_PIXELS), help=(
         "any `datasets` source with an image and a label column (classification)"), details="""\
 DATASET is a Hub id (needs the network, or a filled cache) or a local dataset folder. Its train,
 validation (valid/val) and test splits are used when present; missing ones are made as for imagefolder.

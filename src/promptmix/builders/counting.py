@@ -28,8 +28,8 @@ import numpy as np
 from .. import schema
 from ..errors import InputError
 from ..utils.progress import progress
-from .common import (BadItem, Build, BuildReport, check_points, dataset_body, load_mat, natural_key, read_image,
-                     seeded_split)
+from .common import (DEFAULT_MAX_PIXELS, BadItem, Build, BuildReport, by_key, check_points, dataset_body, load_mat,
+                     natural_key, read_image, seeded_split)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,17 @@ def read_shanghaitech_points(path: Path) -> np.ndarray:
     except (IndexError, TypeError, ValueError, KeyError):
         raise BadItem(f"{path}: 'image_info' has an unexpected structure; expected image_info[0, 0][0, 0][0] "
                       "to be the (N, 2) array of (x, y) head points") from None
-    return check_points(location, str(path))
+    points = check_points(location, str(path))
+    if "number" in names:
+        try:
+            number = float(np.asarray(record["number"], dtype=np.float64).ravel()[0])
+        except (IndexError, TypeError, ValueError):
+            number = None
+        if number is None or number != len(points):
+            raise BadItem(f"{path}: its 'number' field says {number if number is None else f'{number:g}'} heads but "
+                          f"'location' holds {len(points)} points; the file is damaged (in the original files they "
+                          "agree), so its count cannot be trusted")
+    return points
 
 
 def read_ucf_qnrf_points(path: Path) -> np.ndarray:
@@ -101,10 +111,12 @@ def _shanghaitech_items(split_dir: Path) -> list[tuple[str, Path | None, Path | 
     for d in (img_dir, gt_dir):
         if not d.is_dir():
             raise InputError(f"ShanghaiTech: no folder {d}; expected {_SHT_LAYOUT}")
-    images = {p.stem: p for p in img_dir.iterdir()
-              if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and not p.name.startswith(".")}
-    gts = {p.stem[3:]: p for p in gt_dir.iterdir()
-           if p.is_file() and p.suffix.lower() == ".mat" and p.stem.startswith("GT_")}
+    images = by_key((p for p in img_dir.iterdir()
+                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and not p.name.startswith(".")),
+                    lambda p: p.stem, "ShanghaiTech")
+    gts = by_key((p for p in gt_dir.iterdir()
+                  if p.is_file() and p.suffix.lower() == ".mat" and p.stem.startswith("GT_")),
+                 lambda p: p.stem[3:], "ShanghaiTech")
     _report_ignored(img_dir, set(images.values()), "ShanghaiTech: JPEG images IMG_n.jpg")
     if not images and not gts:
         raise InputError(f"ShanghaiTech: {img_dir} and {gt_dir} hold no IMG_n.jpg / GT_IMG_n.mat files; expected "
@@ -114,7 +126,8 @@ def _shanghaitech_items(split_dir: Path) -> list[tuple[str, Path | None, Path | 
 
 
 def build_shanghaitech(root: str | Path, part: str, out: str | Path, *, skip_bad: bool = False,
-                       validation_fraction: float | None = None, seed: int = 42) -> BuildReport:
+                       validation_fraction: float | None = None, seed: int = 42,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> BuildReport:
     """Build ShanghaiTech Part ``part`` ("A" or "B") from the raw download under ``root`` into ``out``.
 
     Validation: ``validation_fraction`` of the train images (default 0.2 for A, 0.1 for B), drawn with
@@ -134,7 +147,8 @@ def build_shanghaitech(root: str | Path, part: str, out: str | Path, *, skip_bad
     val = set(val_idx.tolist())
     plan = [("validation" if i in val else "train", "train_data", item) for i, item in enumerate(train_items)]
     plan += [("test", "test_data", item) for item in test_items]
-    with Build("shanghaitech", out, "counting", schema.COUNTING_REAL, skip_bad=skip_bad, inputs=[root]) as build:
+    with Build("shanghaitech", out, "counting", schema.COUNTING_REAL, skip_bad=skip_bad, inputs=[root],
+               max_pixels=max_pixels) as build:
         for split, folder, (key, img, gt) in progress(plan, desc=f"ShanghaiTech {part}", unit="img"):
             build.item(str(img), lambda img=img, gt=gt, folder=folder, key=key: _counting_row(
                 build, img, lambda: read_shanghaitech_points(gt), f"{folder}/{key}"), split)
@@ -158,10 +172,12 @@ def _ucf_folder(root: Path, name: str) -> Path:
 
 
 def _ucf_items(folder: Path) -> list[tuple[str, Path, Path]]:
-    images = {p.stem: p for p in folder.iterdir()
-              if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and not p.name.startswith(".")}
-    anns = {p.stem[:-4]: p for p in folder.iterdir()
-            if p.is_file() and p.suffix.lower() == ".mat" and p.stem.endswith("_ann")}
+    images = by_key((p for p in folder.iterdir()
+                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and not p.name.startswith(".")),
+                    lambda p: p.stem, "UCF-QNRF")
+    anns = by_key((p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() == ".mat" and p.stem.endswith("_ann")),
+                  lambda p: p.stem[:-4], "UCF-QNRF")
     _report_ignored(folder, set(images.values()) | set(anns.values()),
                     "UCF-QNRF: JPEG images img_NNNN.jpg and their img_NNNN_ann.mat")
     if not images and not anns:
@@ -171,7 +187,7 @@ def _ucf_items(folder: Path) -> list[tuple[str, Path, Path]]:
 
 def build_ucf_qnrf(root: str | Path, out: str | Path, *, skip_bad: bool = False,
                    validation_fraction: float = UCF_QNRF_VALIDATION, max_side: int = UCF_QNRF_MAX_SIDE,
-                   seed: int = 42) -> BuildReport:
+                   seed: int = 42, max_pixels: int = DEFAULT_MAX_PIXELS) -> BuildReport:
     """Build UCF-QNRF from the raw download under ``root`` into ``out``.
 
     Images larger than ``max_side`` x ``max_side`` are resized to fit (aspect kept, points scaled);
@@ -186,7 +202,8 @@ def build_ucf_qnrf(root: str | Path, out: str | Path, *, skip_bad: bool = False,
     val = set(val_idx.tolist())
     plan = [("validation" if i in val else "train", "Train", item) for i, item in enumerate(train_items)]
     plan += [("test", "Test", item) for item in test_items]
-    with Build("ucf-qnrf", out, "counting", schema.COUNTING_REAL, skip_bad=skip_bad, inputs=[root]) as build:
+    with Build("ucf-qnrf", out, "counting", schema.COUNTING_REAL, skip_bad=skip_bad, inputs=[root],
+               max_pixels=max_pixels) as build:
         for split, folder, (key, img, ann) in progress(plan, desc="UCF-QNRF", unit="img"):
             build.item(str(img), lambda img=img, ann=ann, folder=folder, key=key: _counting_row(
                 build, img, lambda: read_ucf_qnrf_points(ann), f"{folder}/{key}", max_side=max_side), split)

@@ -50,9 +50,8 @@ examples:
         paths = list(config.local_inputs())
         if config.builder == "folder" and Path(config.path).exists():
             paths = [Path(config.path)]
-        # the stat cache is kept once a run has started (--plan on a new folder writes nothing)
-        cache = run.fingerprints if run is not None and run.pipeline.is_dir() else None
-        return files_fingerprint(paths, cache) if paths else None
+        # file hashes cached by stat in the user's cache (utils/statcache.py), from the first call on
+        return files_fingerprint(paths) if paths else None
 
     def settings(self, config: RealConfig) -> dict[str, Any]:
         return {**super().settings(config), "task": config.task}  # the task is set by the pipeline, and keyed

@@ -14,7 +14,10 @@ so a change anywhere upstream changes every key downstream. The state of a run f
                                            "seconds": 12.3, "started_at": "…", "finished_at": "…",
                                            "record": {…}}}}
 
-A stage is *cached* when its record is ``done`` with the same key and its outputs exist. A stage
+A stage is *cached* when its record is ``done`` with the same key, its outputs exist and pass its own
+check (:meth:`~promptmix.stage.Stage.verify_outputs`: every chunk of ``generate`` and ``annotate`` opens,
+holds its rows and, for labels, labels the images there now); one whose outputs fail it is run again
+on them, as an interrupted stage is, and redoes what is bad (with a warning naming it). A stage
 whose record has another key has its outputs inside the run folder removed (renamed into
 ``RUN/pipeline/trash`` first, so nothing half-deleted is ever read) before it reruns. A stage
 whose record is ``running`` with the same key was interrupted: it is run again without clearing,
@@ -93,16 +96,31 @@ class Step:
     can_continue: Callable[[], bool] | None = None
     fingerprint: Callable[[], str | None] | None = None
     describe_change: Callable[[], str] | None = None
+    verify: Callable[[], list[str]] | None = None
+    _problems: list[str] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.group = self.group or self.name
         self.inputs = tuple(self.inputs)
         self.outputs = tuple(Path(p) for p in self.outputs)
 
+    def problems(self) -> list[str]:
+        """What :meth:`~promptmix.stage.Stage.verify_outputs` finds wrong with the outputs (checked once)."""
+        if self._problems is None:
+            self._problems = list(self.verify() or []) if self.verify is not None else []
+            if self._problems:
+                logger.warning("%s: its outputs exist but are not intact, so it runs again on them: %s", self.name,
+                               "; ".join(self._problems[:3]) + (" ..." if len(self._problems) > 3 else ""))
+        return self._problems
+
     def status(self, key: str, continue_key: str | None, record: Mapping[str, Any] | None) -> Status:
-        """Where the step stands (:func:`promptmix.stage.status_of`)."""
-        return status_of(record, key=key, continue_key=continue_key, outputs_exist=_outputs_exist(self),
-                         can_continue=self.can_continue or (lambda: True))
+        """Where the step stands (:func:`promptmix.stage.status_of`); a finished step whose outputs fail their
+        check (:meth:`problems`) is resumable: it runs again on them and redoes what is bad."""
+        status = status_of(record, key=key, continue_key=continue_key, outputs_exist=_outputs_exist(self),
+                           can_continue=self.can_continue or (lambda: True))
+        if status is Status.DONE and self.problems():
+            return Status.RESUMABLE
+        return status
 
 
 def step_of(stage, config, run: RunFolder, present: Sequence[str], *, name: str | None = None,
@@ -114,7 +132,8 @@ def step_of(stage, config, run: RunFolder, present: Sequence[str], *, name: str 
                 adoptable=lambda: stage.adoptable(config, run), continue_settings=stage.continue_settings(config),
                 can_continue=lambda: stage.can_continue(config, run),
                 fingerprint=lambda: stage.output_fingerprint(config, run),
-                describe_change=lambda: stage.describe_output_change(config, run))
+                describe_change=lambda: stage.describe_output_change(config, run),
+                verify=lambda: stage.verify_outputs(config, run))
 
 
 @dataclasses.dataclass
@@ -400,6 +419,8 @@ def _require_up_to_date(step: Step, key: str, state: PipelineState, from_stage: 
         why = "has changed since it ran (its config or an input differs)"
     elif not _outputs_exist(step):
         why = "is missing some outputs"
+    elif step.problems():
+        why = f"has outputs that are not intact ({step.problems()[0]})"
     if why:
         raise ConfigError(f"--from {from_stage}: stage {step.name} {why}; run without --from "
                           f"(or with --until {step.group}) first")
@@ -492,6 +513,8 @@ def _plan(run: RunFolder, stages: Sequence[Step], groups: list[str], i_from: int
             reason = _PLAN_REASONS[status] if rec else "new"
             if status is Status.RESUMABLE and holder:
                 reason = "running now in another process (the run folder is locked)"
+            elif status is Status.RESUMABLE and rec and rec.get("status") == "done" and step.problems():
+                reason = "outputs not intact; redoes the bad chunks"
             result = StageResult(step.name, PLANNED, key, reason=reason)
         results.append(result)
         say(result.line(width))

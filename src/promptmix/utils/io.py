@@ -306,37 +306,57 @@ def write_hub_folder(out_dir: str | os.PathLike, configs: Mapping[str, Mapping[s
     return out_dir
 
 
-def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.PathLike | None = None) -> str:
-    """A content hash of files and folders (recursively), cached by (size, mtime) in ``cache_file``.
+def _walk_files(root: str, rel: tuple[str, ...], out: list) -> None:
+    """Every file under ``root`` as ``(relative parts, absolute path, stat)``; like ``Path.rglob("*")`` +
+    ``is_file()`` (symlinked files followed, symlinked folders not entered) with one ``stat`` per file."""
+    with os.scandir(root) as it:
+        entries = list(it)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            _walk_files(e.path, rel + (e.name,), out)
+        elif e.is_file():
+            out.append((rel + (e.name,), e.path, e.stat()))
 
-    Raw downloads are read once; later runs only ``stat`` them unless a file changed.
+
+def files_fingerprint(paths: Iterable[str | os.PathLike], cache_file: str | os.PathLike | bool | None = None) -> str:
+    """A content hash of files and folders (recursively), each file's sha256 cached by its stat.
+
+    ``cache_file``: None for the user's cache (:func:`promptmix.utils.statcache.default_cache_path`), a path
+    for another SQLite cache file, False for none. A file is read again only when its size, mtime, ctime,
+    inode or device changed (:mod:`promptmix.utils.statcache`); on a warm cache the cost is one ``stat`` per file.
     """
     from ..errors import InputError
+    from .statcache import StatCache, stamp_of
 
-    cache: dict[str, list] = {}
-    if cache_file and Path(cache_file).exists():
-        try:
-            cache = json.loads(Path(cache_file).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            cache = {}
-    entries = []
-    fresh: dict[str, list] = {}
+    roots = []
     for root in paths:
         root = Path(root)
         if not root.exists():
             raise InputError(f"{root} does not exist")
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for f in files:
-            st = f.stat()
-            ck = str(f.resolve())
-            hit = cache.get(ck)
-            if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-                digest = hit[2]
+        roots.append(root)
+    entries = []
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(StatCache(cache_file or None)) if cache_file is not False else None
+        for root in roots:
+            top = os.path.abspath(root.resolve())
+            if root.is_dir():
+                found: list = []
+                _walk_files(top, (), found)
+                found.sort(key=lambda f: f[0])  # the order of sorted(Path.rglob("*")): by path parts
             else:
-                digest = sha256_file(f)
-            fresh[ck] = [st.st_size, st.st_mtime_ns, digest]
-            rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
-            entries.append([rel, digest])
-    if cache_file:
-        write_json_atomic(cache_file, {**cache, **fresh})
+                found = [((root.name,), top, os.stat(top))]
+            known = cache.under(top) if cache is not None else {}
+            fresh = {}
+            for parts, path, st in found:
+                stamp = stamp_of(st)
+                hit = known.get(path)
+                if hit is not None and tuple(hit[0]) == stamp:
+                    digest = hit[1]
+                else:
+                    digest = sha256_file(path)
+                    fresh[path] = (stamp, digest)
+                entries.append(["/".join(parts), digest])
+            if cache is not None:
+                present = {path for _, path, _ in found}
+                cache.put(fresh, gone=[p for p in known if p not in present])
     return stable_hash(entries, length=32)

@@ -7,7 +7,15 @@
 
 Annotation chunk ``c`` holds exactly the rows of ``RUN/images/chunk-c``; it is written under a
 temporary name and renamed when complete, so a rerun skips finished chunks and redoes at most
-the ones in flight. Under ``accelerate launch`` / ``torchrun`` chunk ``c`` is done by rank
+the ones in flight. Every annotator with work left is loaded at once, and each image chunk is decoded
+once for all of them (:func:`_annotate_chunks`). The annotation chunk's footer records the sha256 of the
+image chunk it labelled (``promptmix.image_sha256``, with ``promptmix.image_chunk`` its file name): a rerun
+counts a chunk as done only when it opens, holds the image chunk's row ids and labels that very file. One
+that does not (truncated, wrong rows, images regenerated since, or written before this was recorded) is
+moved aside (``chunk-NNNNNN.parquet.bad``, never deleted) with a warning naming why, and annotated again.
+An image chunk that is unreadable, holds the wrong number of rows or repeats another chunk's rows is an
+error (:func:`~promptmix.generation.generate.plan.generated_row_ids`). Under ``accelerate launch`` /
+``torchrun`` chunk ``c`` is done by rank
 ``c % world_size`` (as in generation), so the union of ranks equals a one-process run.
 """
 
@@ -28,6 +36,7 @@ from ... import schema as S
 from ...errors import ConfigError, InputError
 from ...run_folder import RunFolder
 from ...tasks import get_task
+from ...utils.hashing import sha256_file
 from ...utils.io import write_json_atomic
 from ...utils.progress import progress
 from ..annotators.registry import build_annotator, default_name, parse_spec
@@ -36,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 ANNOTATOR_JSON = "annotator.json"
 STAGE = "annotate"
+IMAGE_SHA256 = "image_sha256"  # footer key (``promptmix.image_sha256``) of an annotation chunk: what it labelled
+IMAGE_CHUNK = "image_chunk"
 _IDENTITY_KEYS = ("task", "kind", "architecture", "weights_sha256", "class_names", "template", "dtype",
                   "implementation")
 
@@ -121,6 +132,14 @@ def read_chunk_images(path: Path) -> tuple[list[str], list]:
         im.load()
         images.append(im)
     return row_ids, images
+
+
+def read_chunk_arrays(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """Row ids and images of one generated chunk, decoded once as (H, W, 3) uint8 RGB arrays."""
+    from ..annotators.base import as_rgb_array
+
+    row_ids, images = read_chunk_images(path)
+    return row_ids, [as_rgb_array(im) for im in images]
 
 
 def _rows_to_dataset(task: str, row_ids: Sequence[str], outputs: Sequence[dict], name: str):
@@ -256,48 +275,139 @@ def _annotate(run: RunFolder, specs: Sequence[str], names: Sequence[str], task: 
 
     report = AnnotateReport(run_dir=run.root, task=task, annotators=[])
     records = []
+    from ...generation.generate.plan import generated_row_ids
+
+    expected = generated_row_ids(run, chunks)  # every image chunk checked (readable, planned rows, no repeats)
     mine = [c for c, _ in chunks if c % world == rank]
-    expected = {c: images.row_ids(c, S.ROW_ID) for c in mine}
-    for ann, folder, record in prepared:
-        name = ann.name
-        store = run.annotation_chunks(name)
-        summary = AnnotatorSummary(name=name, task=task, folder=folder)
-        todo = [c for c in mine if not store.is_complete(c, expected[c], column=S.ROW_ID)]
-        summary.chunks_skipped = len(mine) - len(todo)
-        if todo:
-            # load before writing annotator.json: weights that cannot load must leave no registered annotator
-            # (filter would wait for its chunks)
-            ann.load()
-        if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
-            write_json_atomic(folder / ANNOTATOR_JSON, record)
-        if todo:
-            try:
-                total = sum(len(expected[c]) for c in todo)
-                with progress(total=total, desc=f"annotate {name}", unit="img") as bar:
-                    for c in todo:
-                        row_ids, pil_images = read_chunk_images(images.path(c))
-                        outputs = []
-                        step = 4 * ann.batch_size  # a few batches at a time, so the bar moves within a chunk
-                        for start in range(0, len(pil_images), step):
-                            outputs.extend(ann.annotate(pil_images[start:start + step]))
-                            bar.update(len(pil_images[start:start + step]))
-                        ds = _rows_to_dataset(task, row_ids, outputs, name)
-                        store.write(c, ds)
-                        summary.chunks_written += 1
-                        summary.rows += len(row_ids)
-                        summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
-            finally:
-                ann.unload()
+    image_sha = {c: sha256_file(images.path(c)) for c in mine}
+    work = []  # (annotator, its chunk store, its summary, the chunks it still needs)
+    try:
+        for ann, folder, record in prepared:
+            name = ann.name
+            store = run.annotation_chunks(name)
+            summary = AnnotatorSummary(name=name, task=task, folder=folder)
+            todo = []
+            for c in mine:
+                why = label_problem(store, c, expected[c], image_sha[c], images.path(c))
+                if why is not None:
+                    if store.exists(c):
+                        store.set_aside(c, why)
+                    todo.append(c)
+            summary.chunks_skipped = len(mine) - len(todo)
+            if todo:
+                # load before writing annotator.json: weights that cannot load must leave no registered annotator
+                # (filter would wait for its chunks)
+                ann.load()
+            if not (folder / ANNOTATOR_JSON).exists():  # every rank may write it: same content, atomic rename
+                write_json_atomic(folder / ANNOTATOR_JSON, record)
+            work.append((ann, store, summary, set(todo)))
+            report.annotators.append(summary)
+            records.append(record)
+        _annotate_chunks(images, task, expected, image_sha, [c for c in mine if any(c in w[3] for w in work)], work)
+    finally:
+        for ann, *_ in work:
+            ann.unload()
+    for summary in report.annotators:
         if summary.not_ok:
             logger.warning("annotator %s: %d rows had NaN/inf outputs; they are flagged and `promptmix filter` "
-                           "leaves them out", name, summary.not_ok)
-        report.annotators.append(summary)
-        records.append(record)
+                           "leaves them out", summary.name, summary.not_ok)
 
     state.wait_for_everyone()
     if state.is_main_process:
         _record(run, task, records, chunks, batch_size=batch_size, device=device, dtype=dtype)
     return report
+
+
+def label_footer(image_path: Path, image_sha256: str | None = None) -> dict[str, str]:
+    """The footer keys of the annotation chunk that labels the image chunk at ``image_path``: its sha256 and name."""
+    return {IMAGE_SHA256: image_sha256 or sha256_file(image_path), IMAGE_CHUNK: Path(image_path).name}
+
+
+def label_problem(store, chunk: int, row_ids: Sequence[str], image_sha256: str, image_path: Path) -> str | None:
+    """Why annotation chunk ``chunk`` of ``store`` is not the labels of the image chunk at ``image_path`` (whose rows
+    are ``row_ids`` and whose sha256 is ``image_sha256``), or None when it is."""
+    why = store.problem(chunk, row_ids, column=S.ROW_ID)
+    if why is not None:
+        return why
+    labelled = (store.footer(chunk) or {}).get(IMAGE_SHA256)
+    if labelled is None:
+        return (f"does not record which image chunk it labelled (written by an older promptmix), so it may label "
+                f"other images than {image_path}")
+    if labelled != image_sha256:
+        return (f"labels another version of {image_path} (sha256 {labelled[:12]}... when annotated, "
+                f"{image_sha256[:12]}... now: the images were generated again since)")
+    return None
+
+
+def _annotate_chunks(images, task: str, expected: dict[int, list[str]], image_sha: dict[int, str], todo: list[int],
+                     work: list) -> None:
+    """Every chunk of ``todo`` through every annotator of ``work`` that still needs it, decoded once.
+
+    The chunk's images are cut into batches, grouped by size (``annotators.base.group_by_size``) when an
+    annotator asks for it (``batch_by_size``: the counters and depth models, which do not resize), and every
+    annotator runs in turn on each batch of decoded arrays. Three stages overlap: a reader thread decodes
+    chunk c + 1 (Parquet + JPEG -> uint8 arrays) while the calling thread runs the forward passes on chunk c,
+    and a writer thread turns chunk c - 1's outputs into its annotation chunks (tmp name, then rename). At
+    most one chunk is decoded ahead and one written behind, so memory stays at about three chunks of images;
+    an interrupted run (kill -9 included) leaves whole chunks only, which a rerun skips. On an error the
+    chunks already annotated are still written before it propagates.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from ..annotators.base import group_by_size
+
+    if not todo:
+        return
+    names = ", ".join(ann.name for ann, *_ in work)
+    total = sum(len(expected[c]) for c in todo)
+
+    def write(c: int, row_ids: list[str], outputs: list[dict], ann, store, summary: AnnotatorSummary) -> None:
+        ds = _rows_to_dataset(task, row_ids, outputs, ann.name)
+        store.write(c, ds, footer=label_footer(images.path(c), image_sha[c]))
+        summary.chunks_written += 1
+        summary.rows += len(row_ids)
+        summary.not_ok += sum(1 for ok in ds[S.OK] if not ok)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="annotate-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="annotate-write") as writer, \
+            progress(total=total, desc=f"annotate {names}", unit="img") as bar:
+        ahead: Future = reader.submit(read_chunk_arrays, images.path(todo[0]))
+        behind: list[Future] = []
+        try:
+            for i, c in enumerate(todo):
+                row_ids, arrays = ahead.result()
+                if row_ids != expected[c]:
+                    raise InputError(f"{images.path(c)} changed while it was annotated; rerun "
+                                     "`promptmix annotate` when generation has finished")
+                if i + 1 < len(todo):
+                    ahead = reader.submit(read_chunk_arrays, images.path(todo[i + 1]))
+                results = [(ann, store, summary, [None] * len(arrays)) for ann, store, summary, needs in work
+                           if c in needs]
+                step = min(ann.batch_size for ann, *_ in results)
+                if any(ann.batch_by_size for ann, *_ in results):
+                    batches = list(group_by_size(arrays, step))
+                else:
+                    batches = [list(range(s, min(s + step, len(arrays)))) for s in range(0, len(arrays), step)]
+                for idx in batches:  # batch by batch, every annotator in turn on it
+                    batch = [arrays[i] for i in idx]
+                    for ann, _, _, outputs in results:
+                        got = ann.annotate_arrays(batch)
+                        if len(got) != len(batch):
+                            raise InputError(f"annotator {ann.name!r} returned {len(got)} outputs for "
+                                             f"{len(batch)} images")
+                        for i, out in zip(idx, got):
+                            outputs[i] = out
+                    bar.update(len(idx))
+                for f in behind:  # the previous chunk's files are written before this chunk's start
+                    f.result()
+                behind = [writer.submit(write, c, row_ids, outputs, ann, store, summary)
+                          for ann, store, summary, outputs in results]
+            for f in behind:
+                f.result()
+        finally:  # on an error, the chunks already annotated are still written (whole, then renamed)
+            ahead.cancel()
+            for f in behind:
+                f.exception()
 
 
 def _record(run: RunFolder, task: str, records: list[dict], chunks: list, **runtime: Any) -> None:

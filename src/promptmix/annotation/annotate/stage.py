@@ -40,6 +40,30 @@ annotated by rank c % world_size.
     def outputs(self, config, run):
         return (run.annotations,)
 
+    def verify_outputs(self, config, run) -> list[str]:
+        """Every annotator's chunk of every image chunk opens, holds its rows and labels that image chunk as it is
+        now (:func:`~promptmix.annotation.annotate.runner.label_problem`)."""
+        from ...errors import InputError
+        from ...generation.generate.plan import generated_row_ids
+        from ...utils.hashing import sha256_file
+        from ..annotators.registry import default_name, parse_spec
+        from .runner import label_problem
+
+        try:
+            ids = generated_row_ids(run)
+        except InputError as exc:
+            return [str(exc)]
+        images = run.image_chunks()
+        sha = {c: sha256_file(images.path(c)) for c in ids}
+        out = []
+        for spec in config.annotators:
+            store = run.annotation_chunks(default_name(parse_spec(spec)))
+            for c, rows in ids.items():
+                why = label_problem(store, c, rows, sha[c], images.path(c))
+                if why is not None:
+                    out.append(f"{store.path(c)} {why}")
+        return out
+
     def preflight(self, config: AnnotateConfig, run):
         from ...preflight import check_annotator
 

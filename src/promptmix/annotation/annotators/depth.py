@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 class DepthAnnotator(TransformersAnnotator):
     task = "depth"
+    batch_by_size = True
     model_class = "AutoModelForDepthEstimation"
     what = "a transformers depth-estimation model and image processor"
 

@@ -17,6 +17,12 @@ Rules:
 
 - Rows are joined by ``row_id``, chunk by chunk; an annotator that lacks a chunk or a row is an
   error naming it (finish it with ``promptmix annotate``).
+- Labels join only the images they were made from: every annotation chunk's footer must name the sha256
+  of its image chunk as it is now (``promptmix.image_sha256``, written by ``promptmix annotate``); a chunk
+  that labels another version of its image chunk (images generated again after annotating), or does not
+  say, is an error naming both chunk files. Image chunks are checked as annotate checks them
+  (:func:`~promptmix.generation.generate.plan.generated_row_ids`: readable, the planned number of rows, no
+  row in two chunks), and an unreadable chunk is an error naming it, never a traceback.
 - A row where any annotator output NaN/inf (``ok`` False) gets ``annotation_ok`` False, a null
   ``quality_score`` and null target, is never kept, and is counted in the report.
 - ``quality_score`` is :func:`promptmix.tasks.pairwise_quality` (the paper's
@@ -96,6 +102,31 @@ def _columns(task: str) -> list[str]:
     return [c for c in S.annotation_features(task) if c != S.ROW_ID]
 
 
+def _redo(run: RunFolder, name: str) -> str:
+    return f"`promptmix annotate {run.root} --annotator {name}:SPEC` (same SPEC as before)"
+
+
+def _check_provenance(run: RunFolder, name: str, chunk: int, image_path: Path, image_sha256: str) -> None:
+    """Annotation chunk ``chunk`` of ``name`` labels the image chunk at ``image_path`` as it is now."""
+    from ..annotate.runner import IMAGE_SHA256
+
+    store = run.annotation_chunks(name)
+    path = store.path(chunk)
+    if not path.exists():
+        raise InputError(f"annotator {name!r} is incomplete: {path} is missing; finish it with {_redo(run, name)}")
+    footer = store.footer(chunk)
+    if footer is None:
+        raise InputError(f"{path}: could not be read as Parquet ({store.problem(chunk)}); rerun {_redo(run, name)}: "
+                         "it moves the file aside and annotates the chunk again")
+    labelled = footer.get(IMAGE_SHA256)
+    if labelled != image_sha256:
+        what = ("does not record which image chunk it labelled (written by an older promptmix)" if labelled is None
+                else f"labels another version of {image_path} (sha256 {labelled[:12]}... when annotated, "
+                     f"{image_sha256[:12]}... now: the images were generated again after annotating)")
+        raise InputError(f"{path} {what}; labels and images that do not belong together are never joined. Rerun "
+                         f"{_redo(run, name)}: it annotates those chunks again")
+
+
 def _read_annotation_chunk(run: RunFolder, name: str, chunk: int, row_ids, columns: list[str]):
     """One annotator's rows of chunk ``chunk`` as an Arrow table in the order of ``row_ids`` (an Arrow array);
     an error names the file when any row is missing."""
@@ -105,8 +136,7 @@ def _read_annotation_chunk(run: RunFolder, name: str, chunk: int, row_ids, colum
     store = run.annotation_chunks(name)
     path = store.path(chunk)
     if not path.exists():
-        raise InputError(f"annotator {name!r} is incomplete: {path} is missing; finish it with "
-                         f"`promptmix annotate {run.root} --annotator {name}:SPEC` (same SPEC as before)")
+        raise InputError(f"annotator {name!r} is incomplete: {path} is missing; finish it with {_redo(run, name)}")
     table = store.read(chunk, [S.ROW_ID, *columns])
     ids = table.column(S.ROW_ID).combine_chunks()
     if len(ids) == len(row_ids) and ids.equals(row_ids):
@@ -132,8 +162,15 @@ def _read_generated(path: Path, columns: list[str] | None = None):
 
     try:
         return pq.ParquetFile(str(path)).read(columns=columns)
-    except Exception as exc:
-        raise InputError(f"{path}: could not be read as Parquet ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # truncated or damaged data pages
+        raise InputError(f"{path}: could not be read as Parquet ({type(exc).__name__}: {str(exc)[:200]}); rerun the "
+                         "same `promptmix generate` command: it moves the bad chunk aside and generates it again"
+                         ) from None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _finite(spec, table) -> np.ndarray:
@@ -325,6 +362,8 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     stay Arrow buffers or NumPy views of them, and the rows are streamed into the ``kept`` and ``dropped``
     shards as they are made.
     """
+    import pyarrow as pa
+
     from ...utils.io import ShardWriter, atomic_path, parts_yaml_configs, render_readme
 
     config = config or FilterConfig()
@@ -364,8 +403,17 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     scores: list[float | None] = []
     valid: list[bool] = []
     flagged_by = {n: 0 for n in names}
+    from ...generation.generate.plan import generated_row_ids
+    from ...utils.hashing import sha256_file
+
+    ids_of = generated_row_ids(run, chunks)
+    stamps = {}
     for c, path in progress(chunks, desc="score", unit="chunk"):
-        row_ids = _read_generated(path, [S.ROW_ID]).column(S.ROW_ID).combine_chunks()
+        row_ids = pa.array(ids_of[c], pa.string())
+        stamps[c] = _stamp(path)
+        sha = sha256_file(path)
+        for n in names:
+            _check_provenance(run, n, c, path, sha)
         tables = [_read_annotation_chunk(run, n, c, row_ids, qcols) for n in names]
         oks = [_finite(spec, t) for t in tables]
         for n, ok in zip(names, oks):
@@ -394,6 +442,9 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
         writers = {part: ShardWriter(tmp / "data" / part, SPLIT, features) for part in PARTS}
         index = 0
         for c, path in progress(chunks, desc="write", unit="chunk"):
+            if _stamp(path) != stamps[c]:
+                raise InputError(f"{path} changed while filtering (another command is writing {run.images}); "
+                                 "rerun `promptmix filter` when it has finished")
             gen = _read_generated(path, list(S.GENERATED))
             row_ids = gen.column(S.ROW_ID).combine_chunks()
             tables = [_read_annotation_chunk(run, n, c, row_ids, acols) for n in names]

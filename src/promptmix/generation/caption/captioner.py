@@ -217,8 +217,13 @@ def caption_dataset(config: CaptionConfig, run_dir: RunFolder | str | Path, *,
     store = run.caption_chunks(config_hash)
     chunk = config.chunk_size
     n_chunks = (len(ds) + chunk - 1) // chunk
-    todo = [c for c in range(n_chunks)
-            if not store.is_complete(c, image_ids[c * chunk:(c + 1) * chunk], column=schema.IMAGE_ID)]
+    todo = []
+    for c in range(n_chunks):  # a chunk file is verified, not trusted because it exists
+        why = store.problem(c, image_ids[c * chunk:(c + 1) * chunk], column=schema.IMAGE_ID)
+        if why is not None:
+            if store.exists(c):
+                store.set_aside(c, why)
+            todo.append(c)
     if todo and captioner is None:
         source = resolve_model(config.model, config.revision, what="captioning model")
         device = pick_device(config.device)

@@ -279,6 +279,40 @@ def load_generated(run: RunFolder | str | Path):
     return datasets.concatenate_datasets([datasets.Dataset(store.read(c)) for c, _ in chunks])
 
 
+def generated_row_ids(run: RunFolder | str | Path, chunks: Sequence[tuple[int, Path]] | None = None
+                      ) -> dict[int, list[str]]:
+    """The row ids of the generated chunks (default: every one there), each chunk checked.
+
+    A chunk must open as Parquet and be the chunk its name says (:meth:`~promptmix.run_folder.ChunkStore.problem`),
+    hold the number of rows the plan gives it (``chunk_size``, fewer in the last one) and share no row id with
+    another chunk. Anything else is an :class:`InputError` naming the chunk (and, for a repeated row id, both
+    chunks): annotate and filter never read a chunk generate would not count as done.
+    """
+    run = RunFolder.of(run)
+    store = run.image_chunks()
+    chunks = store.list() if chunks is None else list(chunks)
+    plan = read_plan(run)
+    size, total = plan.get("chunk_size"), plan.get("num_rows")
+    fix = ("rerun the same `promptmix generate` command: it moves the bad chunk aside (chunk-NNNNNN.parquet.bad) and "
+           "generates it again")
+    out: dict[int, list[str]] = {}
+    seen: dict[str, int] = {}
+    for c, path in chunks:
+        ids = store.checked_ids(c, S.ROW_ID, fix)
+        if isinstance(size, int) and isinstance(total, int) and size > 0:
+            want = max(0, min(size, total - c * size))
+            if len(ids) != want:
+                raise InputError(f"{path} holds {len(ids)} rows; the plan ({run.images / PLAN_FILE}: {total} rows in "
+                                 f"chunks of {size}) gives chunk {c} {want}; {fix}")
+        for r in ids:
+            if r in seen:
+                raise InputError(f"{path} holds row {r!r}, which {store.path(seen[r])} holds too: one of them holds "
+                                 f"the wrong rows; {fix}")
+            seen[r] = c
+        out[c] = ids
+    return out
+
+
 def chunk_table(rows: Sequence[dict]):
     """One chunk's ``schema.GENERATED`` rows (plan order) as an Arrow table, features in its schema metadata."""
     import datasets

@@ -1,7 +1,10 @@
 """``promptmix generate``: images for every planned row, in resumable chunks, on one or many processes.
 
 :func:`generate` plans the rows (``run_folder.build_plan``), takes the run lock, then generates the
-chunks of its rank (``c % world_size == rank``) that have no file yet. Inside a chunk, rows are
+chunks of its rank (``c % world_size == rank``) that are not done: a chunk file counts as done only when
+it opens as Parquet and holds exactly its planned row ids (:meth:`~promptmix.run_folder.ChunkStore.problem`);
+a truncated, empty or wrong-rows file is moved aside (``chunk-NNNNNN.parquet.bad``) with a warning and
+generated again. Inside a chunk, rows are
 grouped by generation size and batched; every row has its own ``torch.Generator`` seeded with its
 row seed (created on the CPU, so the starting noise is the same on every device), so its image
 depends only on its record and the batch it was generated in, which is the same on every rerun.
@@ -615,8 +618,15 @@ def generate(config: GenerateConfig, run_dir: RunFolder | str | Path, *, dry_run
 def _run(dist: _Dist, config: GenerateConfig, run: RunFolder, source: ModelSource, bag, plan: rf.Plan,
          gen: Generator | None, load_seconds: float, truncated: dict, dry_run: bool, t_start: float) -> GenerateReport:
     store = run.image_chunks()
-    done = {c for c, _ in store.list()
-            if c < plan.num_chunks and store.is_complete(c, plan.chunk_ids(c), column=S.ROW_ID)}
+    done = set()
+    for c, _ in store.list():  # verified, not trusted because it exists: footer, chunk number, row ids of the plan
+        if c >= plan.num_chunks:
+            continue
+        why = store.problem(c, plan.chunk_ids(c), column=S.ROW_ID)
+        if why is None:
+            done.add(c)
+        elif c % dist.world == dist.rank and not dry_run:  # its own rank moves it aside (never deleted), redoes it
+            store.set_aside(c, why)
     mine = [c for c in plan.chunks_of_rank(dist.rank, dist.world) if c not in done]
     rows_skipped = sum(len(plan.chunk_rows(c)) for c in done)
     report = GenerateReport(run_dir=run.root, rows_planned=plan.num_rows, chunks_planned=plan.num_chunks,

@@ -47,6 +47,19 @@ A --config YAML holds the keys below (or a pipeline config with a `generate:` se
     def outputs(self, config, run):
         return (run.images,)
 
+    def verify_outputs(self, config, run) -> list[str]:
+        """Every planned chunk is there and passes :func:`~promptmix.generation.generate.plan.generated_row_ids`."""
+        from ...errors import InputError
+        from .plan import generated_row_ids, read_plan
+
+        try:
+            planned = int(read_plan(run).get("num_chunks") or 0)
+            ids = generated_row_ids(run)
+        except InputError as exc:
+            return [str(exc)]
+        store = run.image_chunks()
+        return [f"{store.path(c)} is missing" for c in range(planned) if c not in ids]
+
     def preflight(self, config: GenerateConfig, run):
         from ...preflight import check_model_id
 

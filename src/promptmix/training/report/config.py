@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from ...config import StageConfig, field
 
@@ -24,7 +23,9 @@ class ReportConfig(StageConfig):
     baseline: str | None = field(None, help="the training run (a train NAME) every other run is compared with; "
                                             "default: for each run, the real-only run (mixing: none) of the same "
                                             "model, or the only real-only run", metavar="NAME_OR_DIR")
-    out: Path | None = field(None, runtime=True, metavar="DIR",
+    # a str, not ``Path | None``: the flag parser reads "none" as None for optional fields, and here "none"
+    # means "print only", not "the default folder"
+    out: str = field("", runtime=True, metavar="DIR",
                              help="folder for report.md, test_metric.png, training_curves.png, comparison.json "
                                   "(default RUN/report; `promptmix report` without a run folder: ./report; "
                                   "'none': print only)")

@@ -40,8 +40,8 @@ examples:
         return tuple(f"train.{n}" for n in (config.names or []))
 
     def out(self, config: ReportConfig, run) -> Path | None:
-        if config.out is not None:
-            return None if str(config.out).lower() == "none" else Path(config.out)
+        if config.out:
+            return None if config.out.strip().lower() == "none" else Path(config.out)
         return run.report if run is not None else Path("report")
 
     def outputs(self, config: ReportConfig, run):

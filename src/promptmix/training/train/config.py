@@ -48,6 +48,11 @@ class MixingSpec:
                               "the paper uses 500 for crowd counting and 1000 for depth); got None")
         if self.r_mix is not None and self.r_mix < 0:
             raise ConfigError(f"r_mix: expected a non-negative integer; got {self.r_mix!r}")
+        if self.strategy == "promptmix" and self.r_mix == 0:
+            raise ConfigError("r_mix: mixing 'promptmix' with r_mix 0 draws no fake row, so it would train on the "
+                              "real rows alone under the promptmix label; give the fake rows per epoch (--r-mix N > 0, "
+                              "the paper uses 500 for counting, 1000 for depth) or use --mixing none for a real-only "
+                              "baseline")
         for name in ("interleave_probability", "rsp_probability", "swap_fraction"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:

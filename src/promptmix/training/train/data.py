@@ -26,6 +26,16 @@ lists become NumPy views, never Python lists. A fake row's target map is stored 
 ``density``/``depth`` column for the ``mean`` target, else the map of its ``target_annotator`` in
 ``annotations``.
 
+Fake rows are checked when they load (:func:`check_fake_rows`, for any ``--fake``: a ``promptmix filter``
+folder, a publication or a Hub id; a streamed set row by row as each epoch fetches it): a map target must be
+a 2-D array of finite, non-negative numbers
+(negative noise up to 5 % of the positive mass is accepted, and for counting up to half a head: CSRNet's
+output has no final ReLU) whose shape is the image's ``(height, width)`` or a grid of an integer output stride over it
+(:func:`promptmix.density.infer_stride`: ``H // s`` or ``ceil(H / s)`` cells, as annotators write); a
+class label must be one of the classes; the image's own size (its header) must equal the row's
+``width`` and ``height``. A row that fails is an :class:`InputError` naming its ``row_id`` and the
+problem (the first rows and how many fail).
+
 Images leave the loader as uint8 (3, H, W) tensors; the trainer normalises them on the device
 (:func:`normalize`, ImageNet mean and standard deviation), a quarter of float32's bytes per transfer.
 A batch is a list of groups of same-sized samples (:func:`collate`), so images of different sizes can
@@ -35,6 +45,7 @@ share a batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 from typing import Any, Sequence
@@ -193,6 +204,7 @@ class StreamedFake:
 
     def __init__(self, ref: str, revision: str | None, config_name: str) -> None:
         self.ref, self.revision, self.config_name = ref, revision, config_name
+        self.row_check = None  # fake_row_problem with the run's settings, set by load_training_data
         self.features = self._stream().features
         self.column_names = list(self.features) if self.features is not None else []
         if schema.ANNOTATION_OK in self.column_names:
@@ -243,6 +255,144 @@ class StreamedFake:
         return out
 
 
+#: a map's negative values are noise (CSRNet has no final ReLU; bicubic resizing overshoots) up to this share of its
+#: positive mass; beyond it (and, for counting, beyond half a head) the map is refused as poisoned
+NEGATIVE_SHARE = 0.05
+NEGATIVE_HEADS = 0.5
+
+
+def _as_map(value: Any) -> np.ndarray | None:
+    """A 2-D float32 array from a stored map (a ``{shape, dtype, data}`` struct, nested lists, an array, or NumPy's
+    object arrays of rows)."""
+    return maps.decode(value)
+
+
+def fake_target_problem(task: str, target: Any, width: int | None, height: int | None,
+                        image_size: tuple[int, int] | None = None, num_classes: int | None = None) -> str | None:
+    """Why one fake row cannot be trained on, or None.
+
+    ``target``: the row's training target (a map for counting and depth, a class index for classification);
+    ``width`` / ``height``: the row's columns (None: not stored); ``image_size``: ``(width, height)`` from the
+    image's header (None: not checked). The rules are the module docstring's.
+    """
+    from ...density import infer_stride
+
+    if image_size is not None and width is not None and height is not None \
+            and tuple(int(v) for v in image_size) != (int(width), int(height)):
+        return f"its image is {image_size[0]}x{image_size[1]} but the row says {width}x{height}"
+    if get_task(task).annotation_map is None:  # a class label
+        if target is None:
+            return "no label"
+        label = int(target)
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            return f"label {label} is not a class index (0 .. {(num_classes or 1) - 1})"
+        return None
+    try:
+        arr = _as_map(target)
+    except (TypeError, ValueError) as exc:
+        return f"its {get_task(task).fake_target} map is not a 2-D array of numbers ({exc})"
+    if arr is None:
+        return f"no {get_task(task).fake_target} map"
+    if arr.ndim != 2 or arr.size == 0:
+        return f"its {get_task(task).fake_target} map has shape {arr.shape}; expected a non-empty 2-D map"
+    if not np.isfinite(arr).all():
+        n = int((~np.isfinite(arr)).sum())
+        return f"its {get_task(task).fake_target} map holds {n} NaN/inf values"
+    neg = float(-arr[arr < 0].sum(dtype=np.float64))
+    pos = float(arr[arr > 0].sum(dtype=np.float64))
+    if neg > NEGATIVE_SHARE * pos and (neg > NEGATIVE_HEADS or task != "counting"):
+        return (f"its {get_task(task).fake_target} map is negative: {int((arr < 0).sum())} values below 0 (min "
+                f"{float(arr.min()):.4g}) summing to -{neg:.4g} against {pos:.4g} above 0; expected values >= 0 "
+                f"(small negative noise, at most {NEGATIVE_SHARE:.0%} of the positive mass, is accepted)")
+    if width is not None and height is not None:
+        h, w = int(height), int(width)
+        if arr.shape != (h, w) and infer_stride(tuple(arr.shape), (h, w)) is None:
+            return (f"its {get_task(task).fake_target} map is {arr.shape[0]}x{arr.shape[1]} (HxW), which fits no "
+                    f"output stride of its {w}x{h} image (expected {h}x{w}, or H // s x W // s or ceil(H / s) x "
+                    "ceil(W / s) for an integer stride s)")
+    return None
+
+
+def _header_size(value: Any) -> tuple[int, int] | None:
+    """``(width, height)`` of an undecoded ``Image`` value from its header (nothing decoded)."""
+    if not isinstance(value, dict):
+        return None
+    data, path = value.get("bytes"), value.get("path")
+    try:
+        with (Image.open(io.BytesIO(data)) if data is not None else Image.open(path)) as im:
+            return im.size
+    except Exception:
+        return (-1, -1)
+
+
+def _row_target(row: dict, task: str, target_annotator: str | None) -> tuple[Any, str | None]:
+    """(the training target of one fake row as :func:`arrow_row` reads it, why there is none)."""
+    spec = get_task(task)
+    if target_annotator:
+        try:
+            ann = annotation_of(row.get(schema.ANNOTATIONS) or [], target_annotator, row.get(schema.ROW_ID))
+        except InputError:
+            return None, f"no output of annotator {target_annotator!r}"
+        return ann.get(spec.annotation_map or schema.LABEL), None
+    if spec.annotation_map is not None:  # stored once: the mean in the row, else its target annotator's map
+        if row.get(spec.fake_target) is not None:
+            return row[spec.fake_target], None
+        name = row.get(schema.TARGET_ANNOTATOR)
+        if name is None or row.get(schema.ANNOTATIONS) is None:
+            return None, None
+        try:
+            return annotation_of(row[schema.ANNOTATIONS], name, row.get(schema.ROW_ID)).get(spec.fake_target), None
+        except InputError:
+            return None, f"its target annotator {name!r} has no output in the row"
+    return row.get(spec.fake_target), None
+
+
+def fake_row_problem(row: dict, task: str, target_annotator: str | None = None,
+                     num_classes: int | None = None) -> str | None:
+    """Why one fake row (as :func:`arrow_row` reads it) cannot be trained on, or None (:func:`fake_target_problem`)."""
+    target, why = _row_target(row, task, target_annotator)
+    if why is not None:
+        return why
+    size = _header_size(row[schema.IMAGE]) if schema.IMAGE in row else None
+    if size == (-1, -1):
+        return "its image cannot be opened"
+    return fake_target_problem(task, target, row.get(schema.WIDTH), row.get(schema.HEIGHT), size, num_classes)
+
+
+def _check_columns(task: str, target_annotator: str | None) -> list[str]:
+    spec = get_task(task)
+    cols = [schema.ROW_ID, schema.WIDTH, schema.HEIGHT, schema.IMAGE]
+    if target_annotator:
+        return cols + [schema.ANNOTATIONS]
+    if spec.annotation_map is not None:
+        return cols + [spec.fake_target, schema.TARGET_ANNOTATOR, schema.ANNOTATIONS]
+    return cols + [spec.fake_target]
+
+
+def _raise_bad(ref: str, total: int, n_bad: int, bad: list[str]) -> None:
+    raise InputError(f"fake dataset {ref!r}: {n_bad} of {total} rows cannot be trained on: "
+                     + "; ".join(bad) + (" ..." if n_bad > len(bad) else "")
+                     + ". Refilter the run (`promptmix filter`) or fix the dataset; nothing was trained")
+
+
+def check_fake_rows(fake: Dataset, task: str, ref: str, target_annotator: str | None = None,
+                    num_classes: int | None = None, batch_rows: int = 64) -> None:
+    """Check every fake row (:func:`fake_row_problem`, rows read from Arrow: maps as NumPy views, images'
+    headers only); :class:`InputError` naming the rows that fail."""
+    reader = _RowReader(fake, _check_columns(task, target_annotator))
+    bad: list[str] = []
+    n_bad = 0
+    for i in range(len(reader)):
+        row = reader[i]
+        why = fake_row_problem(row, task, target_annotator, num_classes)
+        if why is not None:
+            n_bad += 1
+            if len(bad) < 5:
+                bad.append(f"row {row.get(schema.ROW_ID) or f'#{i}'}: {why}")
+    if n_bad:
+        _raise_bad(ref, len(reader), n_bad, bad)
+
+
 def load_training_data(config) -> TrainingData:
     """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names
     (``streaming``: the fake rows as a :class:`StreamedFake`)."""
@@ -252,9 +402,14 @@ def load_training_data(config) -> TrainingData:
     if config.fake and config.mixing != "none" and getattr(config, "streaming", False):
         fake = StreamedFake(config.fake, config.fake_revision, config.fake_config)
         _check_fake_columns(fake, config.task, config.fake, class_names, config.target_annotator)
+        n_classes = len(class_names) if class_names is not None else None
+        fake.row_check = functools.partial(fake_row_problem, task=config.task,
+                                           target_annotator=config.target_annotator, num_classes=n_classes)
     elif config.fake and config.mixing != "none":
         fake = _load_fake(config.fake, config.fake_revision, config.fake_config)
         fake = check_fake(fake, config.task, config.fake, class_names, config.target_annotator)
+        check_fake_rows(fake, config.task, config.fake, config.target_annotator,
+                        len(class_names) if class_names is not None else None)
     return TrainingData(task=config.task, train=splits["train"], validation=splits["validation"],
                         test=splits["test"], fake=fake, class_names=class_names)
 
@@ -520,6 +675,12 @@ class _StreamedReader:
 
     def prefetch(self, rows: Sequence[int]) -> None:
         self.rows = self.fake.fetch(rows, self.columns)
+        check = self.fake.row_check
+        if check is not None:  # a streamed set is checked row by row, as each epoch fetches it
+            bad = [f"row {r.get(schema.ROW_ID) or f'#{i}'}: {why}" for i, r in sorted(self.rows.items())
+                   if (why := check(r)) is not None]
+            if bad:
+                _raise_bad(self.fake.ref, len(self.rows), len(bad), bad[:5])
 
     def __getitem__(self, i: int) -> dict:
         try:
@@ -558,6 +719,8 @@ class TrainSet(torch.utils.data.Dataset):
         if data.fake is not None:
             columns = _train_columns(settings.task, FAKE, settings.target_annotator)
             reader = _StreamedReader if isinstance(data.fake, StreamedFake) else _RowReader
+            if reader is _StreamedReader:  # the columns its row check reads too
+                columns = list(dict.fromkeys([*columns, *_check_columns(settings.task, settings.target_annotator)]))
             self.readers[FAKE] = reader(data.fake, columns)
         self.sizes = {s: len(r) for s, r in self.readers.items()}
         self.policy = None

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ...errors import CheckpointError, InputError
+from ...errors import CheckpointError, InputError, TrainingError
 from ...models import create_model
 from ...tasks import Task, get_task
 from ...utils.checkpoints import save_checkpoint
@@ -270,6 +270,17 @@ def evaluate(accelerator, model, loader, spec: Task, metric, config: TrainConfig
 
 
 # -- one learning rate -----------------------------------------------------------------------------------
+def check_finite(values: dict, split: str, where: str) -> None:
+    """:class:`TrainingError` when a metric of ``values`` (one split's evaluation) is NaN or infinite."""
+    bad = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{split}/{k} {v}" for k, v in bad.items())
+        raise TrainingError(f"{where}: {shown}: the network's outputs are not finite numbers (the loss diverged, or "
+                            "a training target holds NaN/inf); training stops here rather than report a meaningless "
+                            "result. Lower the learning rate (--lr) or check the training data; the checkpoints "
+                            "written so far are kept")
+
+
 def _epoch_loader(train_set: TrainSet, batches, config: TrainConfig, accelerator) -> DataLoader:
     return DataLoader(train_set, batch_sampler=batches, collate_fn=collate, num_workers=config.num_workers,
                       pin_memory=accelerator.device.type == "cuda")
@@ -310,6 +321,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: Task, 
     total = mix.total_epochs
     if total == 0:  # evaluation only
         val = evaluate(accelerator, model, val_loader, spec, metric, config, desc="validation")
+        check_finite(val, "validation", f"lr {lr:g}, before training")
         state.best, state.best_epoch, state.best_validation = val[spec.primary], 0, val
         _save_best(accelerator, model, run_dir, config, kwargs, 0)
 
@@ -375,6 +387,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: Task, 
         last_epoch = epoch == total - 1 or stopped
         if (epoch + 1) % config.eval_every == 0 or last_epoch:
             val = evaluate(accelerator, model, val_loader, spec, metric, config, desc="validation")
+            check_finite(val, "validation", f"lr {lr:g}, epoch {epoch + 1}")
             entry.update({f"validation/{k}": v for k, v in val.items()})
             if spec.better(val[spec.primary], state.best):
                 state.best, state.best_epoch, state.best_validation = val[spec.primary], epoch + 1, val
@@ -449,6 +462,7 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> dict[str, An
     model.to(accelerator.device)
     test_loader = eval_loader(accelerator, data, "test", settings, config)
     test = evaluate(accelerator, model, test_loader, spec, metric, config, desc="test")
+    check_finite(test, "test", f"the best run (lr {best['lr']:g}, epoch {best['best_epoch']})")
 
     metrics: dict[str, Any] = {
         "task": config.task, "model": config.model, "mixing": config.mixing, "r_mix": config.r_mix,
