@@ -205,6 +205,43 @@ def report(r: dict) -> list[str]:
     return lines
 
 
+CASES = [(1000, (64, 64), (32, 32), 1000), (10_000, (64, 64), (32, 32), 1000),
+         (100_000, (64, 64), (32, 32), 1000), (512, (768, 1024), (768, 1024), 8)]
+QUICK_CASES = [(1000, (64, 64), (32, 32), 1000), (64, (768, 1024), (768, 1024), 8)]
+
+
+def _rows_for_table(r: dict) -> list[dict]:
+    """``scripts/bench.py`` rows of one case."""
+    name = f"filter, {r['rows']} rows, two annotators with {r['maps']} maps"
+    big = r["maps"] == "768x1024"
+    out = []
+    if "peer" in r:
+        ours_ms, peer_ms = 1e3 * r["ours"]["seconds"] / r["rows"], 1e3 * r["peer"]["seconds"] / r["peer_rows"]
+        out.append({"name": f"{name}: time per row vs the previous filter ({r['peer_rows']} rows)", "ours": ours_ms,
+                    "baseline": peer_ms, "unit": "ms/row", "ratio": peer_ms / ours_ms,
+                    "goal": f">= {SPEED_GOAL:g}x" if big else "(none: the goal is for 768x1024 maps)",
+                    **({"ok": peer_ms / ours_ms >= SPEED_GOAL} if big else {})})
+    rss = r["ours"]["rss_mb"]
+    out.append({"name": f"{name}: peak RSS", "ours": rss, "baseline": r.get("peer", {}).get("rss_mb"), "unit": "MB",
+                "ratio": (r["peer"]["rss_mb"] / rss) if "peer" in r else None, "goal": f"<= {RSS_GOAL_MB} MB",
+                "ok": rss <= RSS_GOAL_MB})
+    disk = r["ours"]["disk"] / r["inputs_bytes"]
+    out.append({"name": f"{name}: fake folder / (images + one copy of each annotator's maps)", "ours": disk,
+                "baseline": None, "unit": "x", "ratio": None, "goal": f"<= {DISK_GOAL}x", "ok": disk <= DISK_GOAL})
+    return out
+
+
+def run(quick: bool = False) -> list[dict]:
+    """For ``scripts/bench.py``."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-filter-") as tmp:
+        peer_src = _extract("0a26d6c", Path(tmp) / "peer-src")
+        for n, image, shape, peer_rows in (QUICK_CASES if quick else CASES):
+            r = case(Path(tmp), n, image, shape, peer_rows=peer_rows, peer_src=peer_src, repeats=2 if quick else 3)
+            rows.extend(_rows_for_table(r))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1k small-map rows and 64 big-map rows only")
@@ -214,10 +251,7 @@ def main() -> None:
     parser.add_argument("--peer-src", default=None, help="src/ folder of the previous implementation instead")
     parser.add_argument("--workdir", default=None, help="where the run folders go (default: a temp folder)")
     args = parser.parse_args()
-    cases = [(1000, (64, 64), (32, 32), 1000), (10_000, (64, 64), (32, 32), 1000),
-             (100_000, (64, 64), (32, 32), 1000), (512, (768, 1024), (768, 1024), 8)]
-    if args.quick:
-        cases = [(1000, (64, 64), (32, 32), 1000), (64, (768, 1024), (768, 1024), 8)]
+    cases = QUICK_CASES if args.quick else CASES
     with tempfile.TemporaryDirectory(prefix="bench-filter-", dir=args.workdir) as tmp:
         peer_src = Path(args.peer_src) if args.peer_src else None
         if peer_src is None and args.peer_ref:
