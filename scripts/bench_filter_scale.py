@@ -194,8 +194,11 @@ def report(r: dict) -> list[str]:
         ratio = peer_per_row / per_row
         lines.append(f"  peer (previous filter, {r['peer_rows']} rows): {r['peer']['seconds']:.2f} s "
                      f"({peer_per_row * 1e3:.3f} ms/row), peak RSS {r['peer']['rss_mb']:.0f} MB")
-        lines.append(f"  speed per row: {ratio:.1f}x (goal >= {SPEED_GOAL:g}x) -> "
-                     f"{'met' if ratio >= SPEED_GOAL else 'NOT met'}")
+        if r["maps"] == "768x1024":
+            lines.append(f"  speed per row: {ratio:.1f}x (goal >= {SPEED_GOAL:g}x) -> "
+                         f"{'met' if ratio >= SPEED_GOAL else 'NOT met'}")
+        else:
+            lines.append(f"  speed per row: {ratio:.1f}x (no goal: the {SPEED_GOAL:g}x goal is for 768x1024 maps)")
     lines.append(f"  peak RSS: {ours['rss_mb']:.0f} MB (goal <= {RSS_GOAL_MB} MB) -> "
                  f"{'met' if ours['rss_mb'] <= RSS_GOAL_MB else 'NOT met'}")
     disk = ours["disk"] / r["inputs_bytes"]
