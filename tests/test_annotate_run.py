@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from promptmix import maps
 from promptmix import schema as S
 from promptmix.annotation.annotate import runner
 from promptmix.annotation.annotate.runner import annotate_run
@@ -108,7 +109,7 @@ def test_counting_annotate_resume_and_filter(counting_run, models, monkeypatch):
     with build_annotator(specs[0]) as ann:
         direct = ann.annotate(images[:1])[0]
     assert first[S.COUNT] == pytest.approx(direct["count"], rel=1e-5)
-    assert np.asarray(first[S.DENSITY]).shape == (4, 6)  # 32x48 at stride 8
+    assert maps.decode(first[S.DENSITY]).shape == (4, 6)  # 32x48 at stride 8
     stage = RunFolder(counting_run).read_manifest()["stages"]["annotate"]
     assert [a["name"] for a in stage["annotators"]] == ["counter_a", "counter_b"] and stage["task"] == "counting"
 
@@ -150,7 +151,7 @@ def test_depth_run(tmp_path, models):
     result = filter_run(run, FilterConfig(keep_percent=100, target="mean"))
     full = load(result.out, "all")
     assert full.features == S.fake_features("depth")
-    assert [np.asarray(r[S.DEPTH]).shape for r in full] == [(32, 48), (48, 64), (32, 48)]
+    assert sorted(maps.decode(r[S.DEPTH]).shape for r in full) == [(32, 48), (32, 48), (48, 64)]  # the mean
     assert all(q is not None and q > 0 for q in full[S.QUALITY_SCORE])  # two different random nets disagree
 
 
@@ -166,7 +167,13 @@ def test_classification_run(tmp_path, models):
     result = filter_run(run, FilterConfig(keep_percent=50))
     assert result.annotators == ["classifier", "zeroshot-clip"] and result.kept == 2
     full = load(result.out, "all")
-    assert full.features[S.LABEL].names == CLASSES and full[S.LABEL] == labels
+    assert full.features[S.LABEL].names == CLASSES
+    import pyarrow.parquet as pq
+
+    generated = pq.read_table(str(next((run / "images").glob("chunk-*.parquet"))), columns=[S.ROW_ID, S.LABEL])
+    assert generated.column(S.LABEL).to_pylist() == labels
+    by_row = dict(zip(generated.column(S.ROW_ID).to_pylist(), labels))  # the prompt's class, whatever the order
+    assert full[S.LABEL] == [by_row[r] for r in full[S.ROW_ID]]
     for row in full:
         (ya, pa), (yb, pb) = [(a[S.LABEL], a[S.PROBABILITY]) for a in row[S.ANNOTATIONS]]
         expected = (abs(pa - pb) if ya == yb else pa + pb) / max(pa, pb)
@@ -181,8 +188,9 @@ def test_nan_rows_are_flagged_counted_and_never_kept(counting_run, models):
     assert (result.rows, result.kept, result.flagged) == (6, 3, 3)
     assert result.flagged_by_annotator == {"counter_a": 0, "nan-test": 3}
     full = load(result.out, "all")
-    assert full[S.ANNOTATION_OK] == [True, False] * 3 and full[S.KEPT] == [True, False] * 3
-    assert [q is None for q in full[S.QUALITY_SCORE]] == [False, True] * 3
+    # `all`: the kept rows, then the dropped (flagged) ones
+    assert full[S.ANNOTATION_OK] == [True] * 3 + [False] * 3 and full[S.KEPT] == [True] * 3 + [False] * 3
+    assert [q is None for q in full[S.QUALITY_SCORE]] == [False] * 3 + [True] * 3
 
 
 def test_bad_annotate_inputs(counting_run, models, tmp_path):

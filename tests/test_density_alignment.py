@@ -7,6 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from promptmix import maps
 from promptmix import schema as S
 from promptmix.density import align_density, cell_edges, grid_size, infer_stride, resize_density
 from promptmix.models import create_model
@@ -75,7 +76,7 @@ def test_training_targets_on_odd_sizes_keep_mass_and_align(name):
     fake = fake_rows("counting", ["p"], 1, size=(H, W), seed=4)[0]
     small = np.zeros((H // 8, W // 8), dtype=np.float32)
     small[10, 20], small[-1, -1] = 3.0, 2.0  # an annotator's map on its (floor) grid
-    fake[S.DENSITY] = small.tolist()
+    fake[S.DENSITY] = maps.encode(small)
     fake[S.ANNOTATIONS] = []
     settings = SampleSettings(task="counting", output_stride=8, output_rounding=model.output_rounding, hflip=False,
                               density_sigma=1.0, density_kernel_size=5)

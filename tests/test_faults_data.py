@@ -16,6 +16,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from promptmix import maps
 from promptmix import schema as S
 from promptmix.annotation.annotate.runner import annotate_run
 from promptmix.annotation.annotators.base import Annotator
@@ -285,23 +286,28 @@ def _write_fake(out, task, mutate, per_prompt=4):
     return write_hub_folder(out, {"kept": {"train": ds}, "all": {"train": ds}}, default="kept")
 
 
+def _target(row):
+    """The annotation holding a fake row's training target map (stored once: its target annotator's)."""
+    return next(a for a in row[S.ANNOTATIONS] if a[S.ANNOTATOR] == row[S.TARGET_ANNOTATOR])
+
+
 def _poison_map(key, value):
     def mutate(rows):
-        m = np.asarray(rows[2][key], dtype=np.float32)
+        m = maps.decode(_target(rows[2])[key]).copy()
         m[1, 1] = value
-        rows[2][key] = m.tolist()
+        _target(rows[2])[key] = maps.encode(m)
     return mutate
 
 
 def _negate_map(key):
     def mutate(rows):
-        rows[2][key] = (-np.asarray(rows[2][key], dtype=np.float32)).tolist()
+        _target(rows[2])[key] = maps.encode(-maps.decode(_target(rows[2])[key]))
     return mutate
 
 
 def _resize_map(key):
     def mutate(rows):
-        rows[1][key] = np.ones((96, 128), np.float32).tolist()  # twice the image's size: fits no output stride
+        _target(rows[1])[key] = maps.encode(np.ones((96, 128)))  # twice the image's size: fits no output stride
     return mutate
 
 
@@ -496,3 +502,22 @@ def test_stem_collisions_are_an_error_naming_both_files(sht, tmp_path):
     shutil.copyfile(train / "images" / "IMG_2.jpg", train / "images" / "IMG_2.jpeg")
     with pytest.raises(InputError, match=r"IMG_2\.jpeg and .*IMG_2\.jpg have the same name 'IMG_2'"):
         _build(root, tmp_path / "out")
+
+
+def test_a_streamed_fake_set_checks_each_row_as_an_epoch_fetches_it(tmp_path):
+    """streaming: true cannot check the whole set before training (it may not fit the disk): each epoch's rows
+    are checked as they are fetched, with the same message naming the row."""
+    from promptmix.testing.synthetic import write_real_dataset
+    from promptmix.training.train.config import TrainConfig
+    from promptmix.training.train.data import SampleSettings, TrainSet, load_training_data
+    from promptmix.training.train.mixing import FAKE
+
+    real = write_real_dataset(tmp_path / "real", "counting", sizes={"train": 2, "validation": 1, "test": 1})
+    fake = _write_fake(tmp_path / "fake", "counting", _poison_map(S.DENSITY, np.nan))
+    config = TrainConfig(task="counting", real=str(real), fake=str(fake), mixing="promptmix", r_mix=2,
+                         streaming=True, output_dir=str(tmp_path / "out"))
+    data = load_training_data(config)
+    ts = TrainSet(data, SampleSettings.from_config(config, output_stride=8))
+    ts.prefetch([[(FAKE, 0, 0), (FAKE, 1, 1)]])  # clean rows
+    with pytest.raises(InputError, match=r"1 of 2 rows cannot be trained on: row \S+: its density map holds 1 NaN"):
+        ts.prefetch([[(FAKE, 2, 0), (FAKE, 3, 1)]])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import datasets
+import pyarrow.parquet as pq
 import numpy as np
 import pytest
 from PIL import Image
 
+from promptmix import maps
 from promptmix import schema as S
 from promptmix.annotation.annotate import runner
 from promptmix.annotation.annotators import registry
@@ -82,9 +84,16 @@ def test_scores_kept_rows_flags_and_the_folder(counting_run):
     assert full[S.ANNOTATION_OK] == [True] * 5 + [False]
     assert [a[S.ANNOTATOR] for a in full[0][S.ANNOTATIONS]] == ["a", "b"]
     assert full[5][S.ANNOTATIONS][1][S.OK] is False and full[5][S.DENSITY] is None
-    # target: the first annotator's map at its own resolution; count = the map's sum
-    assert np.asarray(full[1][S.DENSITY]).shape == (2, 2) and full[1][S.COUNT] == pytest.approx(10.0, rel=1e-3)
+    # target: the first annotator's map at its own resolution, stored once (in annotations); count = its sum
+    assert full[1][S.DENSITY] is None
+    target = maps.decode(S.fake_target_map(full[1], S.DENSITY))
+    assert target.shape == (2, 2) and full[1][S.COUNT] == pytest.approx(10.0, rel=1e-3)
     assert set(full[S.TARGET_ANNOTATOR]) == {"a"}
+    # `all` is the kept shards plus the dropped ones: every row is written once
+    rows = {part: sum(pq.ParquetFile(str(f)).metadata.num_rows for f in (report.out / "data" / part).glob("*.parquet"))
+            for part in ("kept", "dropped")}
+    assert rows == {"kept": 3, "dropped": 3} and sorted(p.name for p in (report.out / "data").iterdir()) == \
+        ["dropped", "kept"]
 
     kept = load(report.out)  # default config: kept
     assert kept[S.ROW_ID] == full[S.ROW_ID][:3] and all(kept[S.KEPT])
@@ -107,14 +116,16 @@ def test_refilter_reads_stored_annotations_only(counting_run, monkeypatch, tmp_p
     assert (report.kept, report.flagged) == (5, 1)
     full = load(tmp_path / "fake100", "all")
     assert full[S.KEPT] == [True] * 5 + [False]
-    # mean target: b's 4x4 map resized to a's 2x2 with its mass kept, then averaged
-    assert np.asarray(full[1][S.DENSITY]).shape == (2, 2)
+    # mean target: b's 4x4 map resized to a's 2x2 with its mass kept, then averaged (stored in `density`)
+    assert maps.decode(full[1][S.DENSITY]).shape == (2, 2)
+    assert maps.decode(full[1][S.DENSITY]).sum() == pytest.approx((10 + 12) / 2, rel=1e-3)
     assert full[1][S.COUNT] == pytest.approx((10 + 12) / 2, rel=1e-3)
     assert full[4][S.COUNT] == pytest.approx((10 + 4) / 2, rel=1e-3)
     assert set(full[S.TARGET_ANNOTATOR]) == {"mean"}
     named = filter_run(counting_run, FilterConfig(keep_percent=100, target="b", out=tmp_path / "fake-b"))
     row = load(named.out, "all")[3]
-    assert np.asarray(row[S.DENSITY]).shape == (4, 4) and row[S.COUNT] == pytest.approx(15, rel=1e-3)
+    assert row[S.DENSITY] is None and row[S.TARGET_ANNOTATOR] == "b"
+    assert maps.decode(S.fake_target_map(row, S.DENSITY)).shape == (4, 4) and row[S.COUNT] == pytest.approx(15, rel=1e-3)
 
 
 def test_incomplete_annotator_and_bad_targets(counting_run):
@@ -133,7 +144,8 @@ def test_one_annotator_keeps_all_valid_rows(tmp_path):
     report = filter_run(run, FilterConfig(keep_percent=100))
     assert (report.kept, report.flagged, report.threshold) == (3, 1, None)
     full = load(report.out, "all")
-    assert full[S.QUALITY_SCORE] == [None] * 4 and full[S.KEPT] == [True, False, True, True]
+    assert full[S.QUALITY_SCORE] == [None] * 4 and full[S.KEPT] == [True, True, True, False]  # kept, then dropped
+    assert full[S.ROW_ID] == [load(report.out)[S.ROW_ID][i] for i in range(3)] + [full[S.ROW_ID][3]]
 
 
 def test_classification_scores_and_prompt_labels(tmp_path):
@@ -148,9 +160,10 @@ def test_classification_scores_and_prompt_labels(tmp_path):
     report = filter_run(run, FilterConfig(keep_percent=50))
     full = load(report.out, "all")
     # agree: |0.9-0.6|/0.9, disagree: (0.8+0.4)/0.8, agree: 0/0.5, disagree: (0.6+0.9)/0.9
-    assert full[S.QUALITY_SCORE] == pytest.approx([1 / 3, 1.5, 0.0, 1.5 / 0.9 ], rel=1e-5)
-    assert full[S.KEPT] == [True, False, True, False]
-    assert full.features[S.LABEL].names == names and full[S.LABEL] == labels  # the prompt's class
+    # (`all` lists the kept rows first: rows 0 and 2, then 1 and 3)
+    assert full[S.QUALITY_SCORE] == pytest.approx([1 / 3, 0.0, 1.5, 1.5 / 0.9], rel=1e-5)
+    assert full[S.KEPT] == [True, True, False, False]
+    assert full.features[S.LABEL].names == names and full[S.LABEL] == [labels[i] for i in (0, 2, 1, 3)]
     assert set(full[S.TARGET_ANNOTATOR]) == {"prompt"}
 
 
@@ -160,10 +173,31 @@ def test_depth_scores_and_mean_target(tmp_path):
     _store(run, "d2", "depth", [{S.DEPTH: np.full((2, 4), v, np.float16), S.OK: True} for v in (3.0, 4.0)])
     report = filter_run(run, FilterConfig(keep_percent=50, target="mean"))
     full = load(report.out, "all")
-    assert full[S.QUALITY_SCORE] == pytest.approx([1 / 3, 0.0])
-    assert full[S.KEPT] == [False, True]
-    depth = np.asarray(full.with_format("numpy")[0][S.DEPTH].tolist(), dtype=np.float32)
+    assert full[S.QUALITY_SCORE] == pytest.approx([0.0, 1 / 3])  # kept row first
+    assert full[S.KEPT] == [True, False]
+    depth = maps.decode(full.with_format("numpy")[1][S.DEPTH])
     assert depth.shape == (4, 8) and np.allclose(depth, 2.5)
+
+
+def test_annotations_in_the_old_nested_list_layout_still_filter(counting_run, tmp_path):
+    """Run folders annotated before maps became structs (nested lists) are read, and written in the new layout."""
+    import pyarrow as pa
+
+    for name in ("a", "b"):
+        for c, path in RunFolder(counting_run).annotation_chunks(name).list():
+            t = pq.read_table(str(path))
+            old = pa.array([m.tolist() for m in maps.arrow_maps(t.column(S.DENSITY), dtype=np.float16)],
+                           type=pa.list_(pa.list_(pa.float16())))
+            pq.write_table(t.set_column(t.column_names.index(S.DENSITY), S.DENSITY, old), str(path))
+    manifest = RunFolder(counting_run).manifest_path
+    data = json.loads(manifest.read_text()) if manifest.exists() else {"stages": {}}
+    manifest.write_text(json.dumps({**data, "format_version": 2}))  # a run of the previous format
+    report = filter_run(counting_run, FilterConfig(keep_percent=60, target="b", out=tmp_path / "f"))
+    full = load(report.out, "all")
+    assert full.features == S.fake_features("counting") and full[S.KEPT] == [True] * 3 + [False] * 3
+    assert maps.decode(S.fake_target_map(full[1], S.DENSITY)).shape == (4, 4) and full[1][S.COUNT] == \
+        pytest.approx(12, rel=1e-3)
+    assert RunFolder(counting_run).read_manifest()["format_version"] == 3
 
 
 def test_filter_config_validates_and_round_trips(tmp_path):

@@ -149,8 +149,9 @@ def test_hub_push_is_one_commit_then_the_tag(run, hub, tmp_path):
     assert {"README.md", "provenance.json", "assets/samples.png", "assets/quality.png",
             "assets/distribution.png"} <= set(added)
     shards = [f for f in added if f.startswith("data/")]
-    assert len(shards) == 2 and {f.split("/")[1] for f in shards} == {"kept", "all"}
-    assert all(re.fullmatch(r"data/(kept|all)/train-(\w+-)?00000-of-00001\.parquet", f) for f in shards), shards
+    # each row once: config "all" is the kept shards plus the dropped ones
+    assert len(shards) == 2 and {f.split("/")[1] for f in shards} == {"kept", "dropped"}
+    assert all(re.fullmatch(r"data/(kept|dropped)/train-(\w+-)?00000-of-00001\.parquet", f) for f in shards), shards
     assert calls["create_tag"] == {"repo_id": "me/fake-shtb", "tag": "v1.0.0", "revision": "c" * 40,
                                    "repo_type": "dataset", "tag_message": calls["create_tag"]["tag_message"]}
     assert result.pushed and result.commit_oid == "c" * 40 and result.tag == "v1.0.0"

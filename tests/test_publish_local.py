@@ -86,3 +86,29 @@ def test_the_cards_dataloader_snippet_collates_whole_fake_rows(run, tmp_path):
     assert torch.allclose(batch["count"], torch.tensor([float(c) for c in scope["draw"]["count"]]))
     assert len(batch["image"]) == n
     assert next(iter(scope["loader"]))["row_id"]  # the card's own loader works too
+
+
+def test_the_cards_load_and_target_snippets_run_and_read_the_maps(run, tmp_path):
+    """The card's "Load it" snippet and its `target_map` (maps stored once, as {shape, data}) run as written: the
+    target of each kept row sums to its `count`, and `all` holds the kept rows plus the dropped ones, once each."""
+    import numpy as np
+
+    out = tmp_path / "local"
+    publish_run(run.run_dir, repo_id="local/x", version="0.1.0", local_dir=out, dry_run=True, local_card=True,
+                date="2025-03-01")
+    card = (out / "README.md").read_text()
+    load_code = _code_blocks(card.split("## Load it")[1].split("## Train with it")[0])[0]
+    scope: dict = {}
+    exec(load_code, scope)  # noqa: S102 - the card's own snippet
+    fake, every = scope["fake"], scope["every"]
+    assert len(every) == len(fake) + sum(1 for k in every["kept"] if not k)
+    assert sorted(every["row_id"]) == sorted(set(every["row_id"]))
+    mixing = _code_blocks(card.split("## Train with it")[1].split("## Sample images")[0])[0]
+    scope = {"num_epochs": 1}
+    exec(mixing, scope)  # noqa: S102
+    for row in scope["fake"]:
+        m = scope["target_map"](row)
+        assert m.ndim == 2 and m.dtype == np.float32 and float(m.sum()) == pytest.approx(float(row["count"]), rel=1e-3)
+    # published as the fake folder's own shards: no second copy of the kept rows
+    parts = sorted(p.name for p in (out / "data").iterdir())
+    assert parts == ["dropped", "kept"] or parts == ["kept"]

@@ -542,3 +542,72 @@ def align_density(density: Any, image_size: tuple[int, int], out_shape: tuple[in
     my = _overlap_matrix(cell_edges(nh, h, stride), cell_edges(oh, h, out_stride))
     mx = _overlap_matrix(cell_edges(nw, w, stride), cell_edges(ow, w, out_stride))
     return (my @ arr.astype(np.float64) @ mx.T).astype(dt)
+
+
+# -- training targets of one crop -------------------------------------------------------------------------
+def _axis_to_grid(start: int, size: int, cells: int, out_stride: int, flip: bool) -> np.ndarray:
+    """(cells, size) float32: the share of crop pixel ``k`` (image pixel ``start + k``) in each output cell."""
+    pix = np.arange(size + 1, dtype=np.float64)
+    m = _overlap_matrix(pix, cell_edges(cells, size, out_stride)).astype(np.float32)
+    return m[:, ::-1] if flip else m
+
+
+def _window_rows(kernels: np.ndarray, start: int, size: int) -> np.ndarray:
+    """Columns ``[start, start + size)`` of (N, frame) kernels, zero beyond the frame (the crop's padding)."""
+    n, frame = kernels.shape
+    out = np.zeros((n, size), dtype=np.float32)
+    stop = min(frame, start + size)
+    if stop > start:
+        out[:, :stop - start] = kernels[:, start:stop]
+    return out
+
+
+def crop_density_target(points: Any, image_size: tuple[int, int], window: tuple[int, int, int, int],
+                        grid: tuple[int, int], out_stride: int, *, sigma: float = 4.0, truncate: float = TRUNCATE,
+                        hflip: bool = False) -> np.ndarray:
+    """The training target of one crop: the ``density_map`` of ``points`` (``normalized`` mode, each head
+    renormalised inside the whole frame) cropped to ``window`` = (y, x, height, width) -- zero beyond the frame
+    -- flipped left-right with ``hflip``, and summed into the ``grid`` cells of a network of ``out_stride``
+    (:func:`align_density`'s cells), computed for the crop only.
+
+    The map of head ``i`` is ``outer(g_y_i, g_x_i)`` and moving it to the grid is a matrix per axis, so the target
+    is ``(A_y G_y^T) (A_x G_x^T)^T`` over the heads whose kernel reaches the window: no full-frame map, float32.
+    Equal to ``align_density(density_map(...)[window], ...)`` up to float rounding (a test checks).
+    """
+    h, w = _check_shape(*image_size)
+    y0, x0, ch, cw = (int(v) for v in window)
+    pix = head_pixels(points, h, w)
+    s = float(sigma)
+    if not np.isfinite(s) or s < 0:
+        raise InputError(f"sigma: expected a non-negative number; got {sigma!r}")
+    r = 0 if s <= 1e-15 else int(truncate * s + 0.5)
+    near = ((pix[:, 0] + r >= y0) & (pix[:, 0] - r < y0 + ch) & (pix[:, 1] + r >= x0) & (pix[:, 1] - r < x0 + cw))
+    pix = pix[near]
+    ay = _axis_to_grid(y0, ch, grid[0], out_stride, False)
+    ax = _axis_to_grid(x0, cw, grid[1], out_stride, hflip)
+    if len(pix) == 0:
+        return np.zeros(grid, dtype=np.float32)
+    ky, kx = _kernels(pix, np.full(len(pix), s), (h, w), truncate, True, np.float32)
+    gy = ay @ _window_rows(ky, y0, ch).T  # (cells_y, heads)
+    gx = ax @ _window_rows(kx, x0, cw).T  # (cells_x, heads)
+    return (gy @ gx.T).astype(np.float32, copy=False)
+
+
+def crop_map_target(density: Any, image_size: tuple[int, int], window: tuple[int, int, int, int],
+                    grid: tuple[int, int], out_stride: int, *, hflip: bool = False) -> np.ndarray:
+    """The same for a density map on an annotator's grid over the image (:func:`align_density`'s cells): its
+    cells spread over their pixels, cropped to ``window`` (zero beyond the frame), flipped with ``hflip`` and
+    summed into ``grid``, as two small matrix products (no full-resolution map)."""
+    arr = np.asarray(density, dtype=np.float32)
+    h, w = _check_shape(*image_size)
+    nh, nw = arr.shape
+    y0, x0, ch, cw = (int(v) for v in window)
+    stride = 1 if (nh, nw) == (h, w) else infer_stride((nh, nw), (h, w))
+    # (pixels, cells) share of each annotator cell on each image pixel, rows of the window only
+    py = _window_rows(_overlap_matrix(cell_edges(nh, h, stride), np.arange(h + 1, dtype=np.float64)).T
+                      .astype(np.float32), y0, ch)  # (nh, ch)
+    px = _window_rows(_overlap_matrix(cell_edges(nw, w, stride), np.arange(w + 1, dtype=np.float64)).T
+                      .astype(np.float32), x0, cw)  # (nw, cw)
+    my = _axis_to_grid(y0, ch, grid[0], out_stride, False) @ py.T  # (cells_y, nh)
+    mx = _axis_to_grid(x0, cw, grid[1], out_stride, hflip) @ px.T  # (cells_x, nw)
+    return (my @ arr @ mx.T).astype(np.float32, copy=False)

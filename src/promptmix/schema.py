@@ -16,8 +16,17 @@ MVC fine-tuning (``training/finetune_mvc.py``)
 Fake dataset (``promptmix filter``, Hub layout)
     fake_features(task, class_names)
 
-Maps (density, depth) are stored as nested lists ``List(List(float))``; read them
-with ``dataset.with_format("numpy")`` to get 2-D arrays quickly.
+Maps (density, depth) are one struct per map, ``{"shape": [H, W], "dtype": ..., "data": bytes}``
+(:func:`map_feature`: H*W little-endian values, row-major; float16 in annotations and fake datasets, float32
+in real depth datasets). NumPy reads ``data`` in place (``np.frombuffer``), with no Python object per value;
+:mod:`promptmix.maps` reads and writes them (``maps.decode(row["density"])`` -> an (H, W) array) and says why
+this layout (not ``Array2D``: the sizes differ from row to row; not nested or flat lists: Parquet's per-value
+levels cost 5-6x the bytes layout's).
+
+Each map is stored once. In the fake dataset every annotator's map is in ``annotations``; the training
+target is the map of the annotator named in ``target_annotator`` (:func:`fake_target_map`), and the
+target column (``density`` / ``depth``) holds a map only when the target is the ``mean`` of the
+annotators' maps (computed once by ``promptmix filter``), null otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import functools
 from typing import Any, Sequence
 
 TASKS = ("counting", "depth", "classification")
+MEAN_TARGET = "mean"  # target_annotator of fake rows whose target is the mean of the annotators' maps
 
 # -- column names ------------------------------------------------------------------------------------
 IMAGE = "image"
@@ -73,6 +83,30 @@ TARGET_INDEX = "target_index"
 
 PROMPT_ORIGINS = ("caption", "manual", "template", "class")
 
+def map_feature(dtype: str = "float16") -> dict:
+    """A dense 2-D map: ``{"shape": [H, W] int32, "dtype": "float16"|"float32", "data": H*W values as
+    little-endian bytes, row-major}`` (``dtype`` names what the rows hold; see :mod:`promptmix.maps`)."""
+    from datasets import List, Value
+
+    from .maps import DATA, DTYPE, SHAPE
+
+    del dtype  # the values' dtype is stored per row (float16 for annotations, float32 for real depth)
+    return {SHAPE: List(Value("int32"), length=2), DTYPE: Value("string"), DATA: Value("binary")}
+
+
+def fake_target_map(row: dict, task_map: str) -> Any:
+    """The training target map value of a fake row (a ``python``/``numpy``-formatted row): the map of the
+    annotator named in ``target_annotator`` from ``annotations``, or the row's own ``task_map`` column when
+    the target is the mean of the annotators' maps (stored once there). ``None`` when there is none."""
+    name = row.get(TARGET_ANNOTATOR)
+    if name is None or name == MEAN_TARGET:
+        return row.get(task_map)
+    for ann in row.get(ANNOTATIONS) if row.get(ANNOTATIONS) is not None else []:
+        if ann.get(ANNOTATOR) == name:
+            return ann.get(task_map)
+    return row.get(task_map)
+
+
 @functools.lru_cache(maxsize=None)
 def _features() -> dict[str, Any]:
     """The ``datasets.Features`` of every fixed-schema dataset, built on first use (importing ``datasets``
@@ -86,9 +120,9 @@ def _features() -> dict[str, Any]:
         IS_GRAYSCALE: Value("bool"),
     }
 
-    MAP16 = List(List(Value("float16")))
+    MAP16 = map_feature("float16")
 
-    MAP32 = List(List(Value("float32")))
+    MAP32 = map_feature("float32")
 
     # -- real datasets -----------------------------------------------------------------------------------
     COUNTING_REAL = Features({
@@ -226,7 +260,9 @@ def fake_features(task: str, class_names: Sequence[str] | None = None):
 
     Generation columns, every annotator's output in ``annotations`` (one struct per annotator, in
     annotator order), the quality score, the ``kept`` flag and the training target:
-    counting ``density`` + ``count``, depth ``depth``, classification ``label`` (the prompt's class).
+    counting ``count`` and the map of ``target_annotator`` (``density`` holds it only for the ``mean``
+    target, see :func:`fake_target_map`), depth likewise with ``depth``, classification ``label`` (the
+    prompt's class).
     """
     from datasets import ClassLabel, Features, List, Value
 
@@ -240,10 +276,10 @@ def fake_features(task: str, class_names: Sequence[str] | None = None):
     feats[ANNOTATION_OK] = Value("bool")
     feats[TARGET_ANNOTATOR] = Value("string")  # annotator name, or "mean"
     if task == "counting":
-        feats[DENSITY] = MAP16
+        feats[DENSITY] = MAP16  # null unless target_annotator is "mean": the map is annotations[target].density
         feats[COUNT] = Value("float32")
     elif task == "depth":
-        feats[DEPTH] = MAP16
+        feats[DEPTH] = MAP16  # null unless target_annotator is "mean": the map is annotations[target].depth
     elif task != "classification":
         raise ValueError(f"task: expected one of {TASKS}; got {task!r}")
     return Features(feats)

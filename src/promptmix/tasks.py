@@ -89,11 +89,13 @@ class Task:
         """``ok`` as stored, double-checked on the values (a NaN that slipped through is still flagged)."""
         import numpy as np
 
+        from .maps import decode
+
         if not row.get(S.OK, False):
             return False
         try:
-            return all(row.get(c) is not None and bool(np.all(np.isfinite(np.asarray(row.get(c), dtype=np.float64))))
-                       for c in self.finite_columns)
+            values = [decode(row.get(c)) if c == self.annotation_map else row.get(c) for c in self.finite_columns]
+            return all(v is not None and bool(np.all(np.isfinite(np.asarray(v, dtype=np.float64)))) for v in values)
         except (TypeError, ValueError):
             return False
 
@@ -175,7 +177,9 @@ class CountingTask(Task):
         import numpy as np
 
         from .density import align_density, resize_density
+        from .maps import decode
 
+        maps = [decode(m) for m in maps]
         if target_index is not None:
             return np.asarray(maps[target_index], dtype=np.float32)
         size = np.asarray(maps[0]).shape
@@ -188,7 +192,8 @@ class CountingTask(Task):
     def target_value(self, target):
         import numpy as np
 
-        return {S.COUNT: float(target.astype(np.float16).astype(np.float32).sum())}
+        t = target if target.dtype == np.float16 else target.astype(np.float16)  # the stored map's sum
+        return {S.COUNT: float(t.sum(dtype=np.float32))}
 
     def loss_sum(self, outputs, target):
         from .density import resize_density
@@ -234,9 +239,9 @@ class DepthTask(Task):
     distribution_figure = "depth_histogram"
 
     def quality_value(self, row):
-        import numpy as np
+        from .maps import decode
 
-        return np.asarray(row[S.DEPTH], dtype=np.float32)
+        return decode(row[S.DEPTH])
 
     def quality(self, values):
         from .annotation.filter.quality import depth_quality
@@ -247,7 +252,9 @@ class DepthTask(Task):
         import numpy as np
 
         from .annotation.filter.quality import resize_map
+        from .maps import decode
 
+        maps = [decode(m) for m in maps]
         if target_index is not None:
             return np.asarray(maps[target_index], dtype=np.float32)
         size = np.asarray(maps[0]).shape
@@ -284,9 +291,12 @@ class DepthTask(Task):
     def describe_target(self, row, class_names):
         import numpy as np
 
-        if row.get(S.DEPTH) is None:
+        from .maps import decode
+
+        value = S.fake_target_map(row, S.DEPTH) if S.ANNOTATIONS in row else row.get(S.DEPTH)
+        if value is None:
             return ""
-        m = np.asarray(row[S.DEPTH], dtype=np.float32)
+        m = decode(value)
         return f"depth {np.nanmean(m):.2f} m" if m.size else ""
 
 

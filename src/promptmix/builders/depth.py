@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import schema
+from .. import maps, schema
 from ..errors import InputError
 from ..utils.progress import progress
 from .common import BadItem, Build, BuildReport, dataset_body, encode_png, split_count
@@ -82,7 +82,7 @@ def _row(f, scenes, i: int, mat: Path) -> dict:
         raise BadItem(f"{mat}: depth map {i + 1} has NaN, infinite or negative values; expected metres >= 0")
     image_id = f"nyu_{i + 1:04d}"
     stored = encode_png(image, f"{image_id}.png")
-    return {schema.IMAGE: stored.image_value(), schema.IMAGE_ID: image_id, schema.DEPTH: np.ascontiguousarray(depth),
+    return {schema.IMAGE: stored.image_value(), schema.IMAGE_ID: image_id, schema.DEPTH: maps.encode(depth, np.float32),
             schema.SCENE: _scene(f, scenes, i, mat), **stored.meta()}
 
 

@@ -34,8 +34,11 @@ def local_cache_dir(ref: str | os.PathLike) -> str | None:
 
 
 def load_source(ref: str | os.PathLike, revision: str | None = None, *, name: str | None = None,
-                what: str = "dataset"):
+                what: str = "dataset", streaming: bool = False, columns: list[str] | None = None):
     """``datasets.load_dataset`` of a local folder (with :func:`local_cache_dir`) or a Hub id.
+
+    ``streaming``: ``IterableDataset`` s read shard by shard, nothing cached whole (a save_to_disk folder is
+    read as usual: it is on this disk already). ``columns``: read only these (Parquet column projection).
 
     Raises :class:`InputError` naming ``ref`` when the folder does not exist or loading fails.
     """
@@ -55,6 +58,9 @@ def load_source(ref: str | os.PathLike, revision: str | None = None, *, name: st
                 raise InputError(f"{what} {ref!r}: the save_to_disk folder could not be read ({type(exc).__name__}: "
                                  f"{exc})") from None
         try:
+            if streaming:
+                return datasets.load_dataset(str(path), name=name, streaming=True,
+                                             **({"columns": columns} if columns else {}))
             return datasets.load_dataset(str(path), name=name, cache_dir=local_cache_dir(path))
         except Exception as exc:
             raise InputError(f"{what} {ref!r}: the folder could not be read as a dataset ({type(exc).__name__}: "
@@ -64,7 +70,8 @@ def load_source(ref: str | os.PathLike, revision: str | None = None, *, name: st
         raise InputError(f"{what} {ref!r}: no such folder; expected a folder written by `promptmix real ...` "
                          "or a Hub dataset id (owner/name)")
     try:
-        return datasets.load_dataset(ref, name=name, revision=revision)
+        return datasets.load_dataset(ref, name=name, revision=revision, streaming=streaming,
+                                     **({"columns": columns} if columns else {}))
     except Exception as exc:
         from ..utils.model_source import network_failure, ways_out
 

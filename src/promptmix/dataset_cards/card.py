@@ -70,14 +70,17 @@ FEATURE_DOCS = {
     S.JPEG_QUALITY: "JPEG quality the image was stored at (null when not a JPEG)",
     S.MIXING: "JSON record of the Mixing-Visual-Concepts embedding mix (null when MVC was not used)",
     S.CONDITIONING_IMAGE_ID: "real image that conditioned an image-conditioned generator (null otherwise)",
-    S.ANNOTATIONS: "every annotator's output, one struct per annotator: name, prediction, `ok` (false on NaN/inf)",
+    S.ANNOTATIONS: "every annotator's output, one struct per annotator: name, prediction (maps as `{shape, dtype, data}`), "
+                   "`ok` (false on NaN/inf)",
     S.QUALITY_SCORE: "max pairwise disagreement of the annotators / max magnitude (lower is better; null with one annotator)",
     S.KEPT: "whether the row passed the quality filter (all rows of the `kept` config are true)",
     S.ANNOTATION_OK: "false when an annotator produced NaN/inf for this image",
     S.TARGET_ANNOTATOR: "which annotator the training target comes from (`mean`: the mean of all annotators)",
-    S.DENSITY: "training target: density map at the annotator's output resolution (sums to the count)",
+    S.DENSITY: "the mean target's density map (`target_annotator` `mean`), else null: the target is the map of "
+               "`target_annotator` in `annotations` (at its output resolution, sums to the count)",
     S.COUNT: "training target: the count (sum of the density map)",
-    S.DEPTH: "training target: depth map (metres) at the annotator's output resolution",
+    S.DEPTH: "the mean target's depth map in metres (`target_annotator` `mean`), else null: the target is the map "
+             "of `target_annotator` in `annotations` (at its output resolution)",
 }
 
 # -- licenses ---------------------------------------------------------------------------------------------------
@@ -260,6 +263,8 @@ class CardInputs:
     real_ref: str | None = None  # folder or Hub id of the real dataset, as recorded
     real_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # its README's YAML, when local
     prompts: Any | None = None  # RUN/prompts/prompts.parquet (datasets.Dataset)
+    source_dir: Path | None = None  # the fake dataset's folder (its shards are published as they are)
+    source_yaml_configs: list[dict[str, Any]] | None = None  # its README's `configs`
 
     @property
     def kept_config(self) -> str:
@@ -431,9 +436,10 @@ def load_card_inputs(run_dir: str | Path, *, real: str | os.PathLike | None = No
     prompts_path = RunFolder(run_dir).prompts / "prompts.parquet"
     if prompts_path.is_file():
         prompts = datasets.Dataset.from_parquet(str(prompts_path))
+    fake_yaml = _read_yaml_front_matter(readme).get("configs") or None
     return CardInputs(run_dir=run_dir, task=task, class_names=class_names, manifest=manifest, info=info,
                       configs=configs, default_config=default, real=real_ds, real_ref=real_ref,
-                      real_metadata=real_meta, prompts=prompts)
+                      real_metadata=real_meta, prompts=prompts, source_dir=fake_dir, source_yaml_configs=fake_yaml)
 
 
 # -- facts from the manifest --------------------------------------------------------------------------------------
@@ -549,12 +555,16 @@ def _map_sample(ds, column: str, max_rows: int = 64, max_values: int = 2048) -> 
     """Depth values of up to ``max_rows`` maps, each subsampled to about ``max_values`` pixels."""
     if ds is None or column not in ds.column_names or len(ds) == 0:
         return np.zeros(0)
+    from ..maps import decode
+
     idx = np.linspace(0, len(ds) - 1, min(max_rows, len(ds))).round().astype(int)
     out = []
-    for row in ds.select_columns([column]).select(sorted(set(idx.tolist()))).with_format("numpy"):
-        m = np.asarray(row[column], dtype=np.float32)
-        if m.dtype == object:  # ragged
-            m = np.concatenate([np.asarray(r, dtype=np.float32) for r in row[column]])
+    cols = [c for c in (column, S.TARGET_ANNOTATOR, S.ANNOTATIONS) if c in ds.column_names]
+    for row in ds.select_columns(cols).select(sorted(set(idx.tolist()))).with_format("numpy"):
+        value = S.fake_target_map(row, column) if S.ANNOTATIONS in row else row[column]
+        m = decode(value)
+        if m is None:
+            continue
         m = m.ravel()
         step = max(1, m.size // max_values)
         out.append(m[::step])
@@ -928,6 +938,8 @@ def _feature_type(feature) -> str:
 
     if isinstance(feature, Value):
         return feature.dtype
+    if isinstance(feature, dict) and set(feature) == {"shape", "dtype", "data"}:
+        return "map (`shape` [H, W], `dtype`, `data`: H*W values as little-endian bytes, row-major)"
     if isinstance(feature, Image):
         return "image"
     if isinstance(feature, ClassLabel):

@@ -10,11 +10,11 @@
     assets/quality.png                 quality-score histogram with the threshold (several annotators only)
     assets/distribution.png            counts / depth values / labels, real vs fake
     assets/prompt_lengths.png          words per prompt
-    data/kept/train-<fp>-00000-of-0000N.parquet   config "kept" (default): rows that passed the filter
-    data/all/train-<fp>-00000-of-0000N.parquet    config "all": every row with its annotations and scores
+    data/kept/train-<fp>-00000-of-0000N.parquet     config "kept" (default): rows that passed the filter
+    data/dropped/train-<fp>-00000-of-0000N.parquet  the rows it dropped; config "all" = kept + dropped files
 
-The Parquet shards are written by :func:`promptmix.utils.io.write_hub_layout` (``<fp>`` fingerprints
-their bytes), so ``datasets.load_dataset(folder)`` reads the folder back with its configs and features,
+The Parquet shards are the fake dataset's own, copied as ``promptmix filter`` wrote them (``<fp>``
+fingerprints their bytes; each row is in one file, the ``all`` config lists both folders), so ``datasets.load_dataset(folder)`` reads the folder back with its configs and features,
 and a new version's shards have new names: the old ones are deleted in the same commit.
 """
 
@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from ..dataset_cards.card import (ASSETS_DIR, LICENSE_FILE, PROVENANCE_FILE, CardInputs, card_context,
                                   card_from_context, license_file_text, make_card_figures)
+from ..errors import InputError
 from ..utils.hashing import sha256_file
 from ..utils.model_source import redact_local_paths
 from ..utils.io import write_hub_layout, write_json_atomic, write_text_atomic
@@ -54,6 +55,29 @@ class RepoLayout:
         return self.root / rel
 
 
+def copy_hub_data(source: Path, yaml_configs: Sequence[Mapping[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """Copy the Parquet shards a folder's README ``configs`` name into ``root`` as they are (same relative paths,
+    so configs that share files -- ``all`` = the ``kept`` shards + the ``dropped`` ones -- still share them),
+    and return those configs. The shard names fingerprint their bytes already."""
+    import shutil
+
+    copied = 0
+    for entry in yaml_configs:
+        files = entry.get("data_files") or []
+        for item in [files] if isinstance(files, (str, dict)) else files:
+            patterns = item.get("path") if isinstance(item, dict) else item
+            for pattern in [patterns] if isinstance(patterns, str) else list(patterns or []):
+                for src in sorted(source.glob(pattern)):
+                    dst = root / src.relative_to(source)
+                    if not dst.exists():
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, dst)
+                        copied += 1
+    if not copied:
+        raise InputError(f"{source}: its README `configs` name no Parquet file; rerun `promptmix filter`")
+    return [dict(e) for e in yaml_configs]
+
+
 def list_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
@@ -74,7 +98,10 @@ def build_repo(inputs: CardInputs, root: str | Path, *, repo_id: str, version: s
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    yaml_configs = write_hub_layout(root, inputs.configs, default=inputs.default_config)
+    if inputs.source_dir is not None and inputs.source_yaml_configs:
+        yaml_configs = copy_hub_data(inputs.source_dir, inputs.source_yaml_configs, root)
+    else:
+        yaml_configs = write_hub_layout(root, inputs.configs, default=inputs.default_config)
     figures = make_card_figures(inputs, root)
     ctx, metadata = card_context(inputs, repo_id=repo_id, version=version, figures=figures, history=history,
                                  license=license, pretty_name=pretty_name, notice=notice, date=date,

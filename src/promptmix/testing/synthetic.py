@@ -17,8 +17,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .. import maps
 from .. import schema as S
-from ..utils.io import write_hub_folder
+from ..utils.io import write_hub_folder, write_parts_folder
 
 DEFAULT_CLASSES = ("cat", "dog", "bird")
 ANNOTATOR_STRIDE = 8  # fake maps are stored at 1/8 of the image, as counting annotators output them
@@ -75,7 +76,7 @@ def real_rows(task: str, n: int, *, size: tuple[int, int] = (48, 64), seed: int 
             row.update({S.POINTS: points.tolist(), S.COUNT: len(points)})
         elif task == "depth":
             image, depth = depth_image(rng, h, w)
-            row.update({S.DEPTH: depth.tolist(), S.SCENE: "room"})
+            row.update({S.DEPTH: maps.encode(depth, np.float32), S.SCENE: "room"})
         else:
             label = i % len(class_names)
             image = class_image(rng, h, w, label)
@@ -130,16 +131,16 @@ def fake_rows(task: str, prompts: Sequence[str], per_prompt: int, *, size: tuple
                 for a, name in enumerate(annotators):
                     d = (dens * (1.0 + 0.05 * a)).astype(np.float16)
                     annotations.append({S.ANNOTATOR: name, S.COUNT: float(d.astype(np.float32).sum()),
-                                        S.DENSITY: d.tolist(), S.OK: True})
-                row[S.DENSITY] = dens.astype(np.float16).tolist()
-                row[S.COUNT] = float(dens.sum())
+                                        S.DENSITY: maps.encode(d), S.OK: True})
+                row[S.DENSITY] = None  # the target is annotations[0]'s map, stored once
+                row[S.COUNT] = float(dens.astype(np.float16).astype(np.float32).sum())
             elif task == "depth":
                 image, depth = depth_image(rng, h, w)
                 small = depth[::ANNOTATOR_STRIDE, ::ANNOTATOR_STRIDE][:sh, :sw] * scale
                 for a, name in enumerate(annotators):
                     noisy = (small * (1.0 + 0.05 * a)).astype(np.float16)
-                    annotations.append({S.ANNOTATOR: name, S.DEPTH: noisy.tolist(), S.OK: True})
-                row[S.DEPTH] = small.astype(np.float16).tolist()
+                    annotations.append({S.ANNOTATOR: name, S.DEPTH: maps.encode(noisy), S.OK: True})
+                row[S.DEPTH] = None  # the target is annotations[0]'s map, stored once
             else:
                 image = class_image(rng, h, w, label)
                 wrong = (label + 1) % len(class_names)
@@ -167,6 +168,7 @@ def write_fake_dataset(out: str | Path, task: str, *, prompts: Sequence[str] = (
                       annotators=annotators) if all_extra else []
     for r in extra:
         r[S.KEPT] = False
-    kept = Dataset.from_list(rows, features=features)
-    everything = Dataset.from_list(rows + extra, features=features)
-    return write_hub_folder(out, {"kept": {"train": kept}, "all": {"train": everything}}, default="kept")
+    parts = {"kept": {"train": Dataset.from_list(rows, features=features)}}
+    if extra:
+        parts["dropped"] = {"train": Dataset.from_list(extra, features=features)}
+    return write_parts_folder(out, parts, {"kept": ["kept"], "all": list(parts)}, default="kept")

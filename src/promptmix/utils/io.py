@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -153,6 +153,136 @@ def write_hub_layout(root: Path, configs: Mapping[str, Mapping[str, Any]], *, de
             staging.rmdir()
             fingerprints[(name, split)] = fp
     return hub_yaml_configs(configs, default, fingerprints)
+
+
+class ShardWriter:
+    """Streams Arrow tables into the Parquet shards of one split, ``folder/<split>-<fp>-0000i-of-0000n.parquet``.
+
+    Shards roll over every ``max_rows`` rows and are written under a staging folder; :meth:`close` names them
+    with the fingerprint of their bytes (as :func:`write_hub_layout` does) and returns it. Memory: the table
+    being written (at most a row group: ``row_group_rows`` rows or ``row_group_bytes``), never the split. ``features`` (``datasets.Features``) gives the schema and its
+    ``huggingface`` metadata, so ``load_dataset`` reads the shards back with their features.
+    """
+
+    def __init__(self, folder: str | os.PathLike, split: str, features, *,
+                 max_rows: int = PARQUET_MAX_ROWS_PER_SHARD, row_group_rows: int = 100,
+                 row_group_bytes: int = 64 << 20) -> None:
+        self.folder = Path(folder)
+        self.split = split
+        self.schema = features.arrow_schema
+        self.max_rows = max_rows
+        self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
+        self._pending: list = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self.staging = self.folder / f".staging-{split}"
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.files: list[Path] = []
+        self.rows = 0
+        self._writer = None
+        self._in_file = 0
+
+    def _open(self):
+        import pyarrow.parquet as pq
+
+        path = self.staging / f"part-{len(self.files):05d}.parquet"
+        self.files.append(path)
+        from ..maps import parquet_options
+
+        self._writer = pq.ParquetWriter(str(path), self.schema, **parquet_options(self.schema))
+        self._in_file = 0
+
+    def write(self, table) -> None:
+        """Append ``table`` (its columns in the schema's order, cast to it). Tables are held until a row group
+        (``row_group_rows`` rows or ``row_group_bytes`` bytes) is full, then written as one."""
+        table = table.select(self.schema.names)
+        if not table.schema.equals(self.schema, check_metadata=False):
+            table = table.cast(self.schema)
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if self._pending_rows >= self.row_group_rows or self._pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(self.max_rows - self._in_file, table.num_rows - offset)
+            self._writer.write_table(table.slice(offset, take), row_group_size=self.row_group_rows)
+            self._in_file += take
+            self.rows += take
+            offset += take
+            if self._in_file >= self.max_rows:
+                self._writer.close()
+                self._writer = None
+
+    def close(self) -> str:
+        """Finish the shards (one empty shard for an empty split); returns their fingerprint."""
+        self._flush()
+        if self._writer is None and not self.files:
+            self._open()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        n = len(self.files)
+        fp = content_fingerprint(self.files)
+        for i, path in enumerate(self.files):
+            os.replace(path, self.folder / f"{_shard_prefix(self.split, fp)}-{i:05d}-of-{n:05d}.parquet")
+        self.staging.rmdir()
+        return fp
+
+
+def parts_yaml_configs(configs: Mapping[str, Sequence[str]], parts: Mapping[str, Mapping[str, str]],
+                       default: str) -> list[dict]:
+    """README ``configs:`` for datasets made of parts written once: ``configs`` maps a config name to the
+    parts it is made of (``{"kept": ["kept"], "all": ["kept", "dropped"]}``), ``parts`` a part to its
+    ``{split: fingerprint}`` (shards at ``data/<part>/<split>-<fp>-*.parquet``, :class:`ShardWriter`)."""
+    out = []
+    for name, members in configs.items():
+        entry: dict[str, Any] = {"config_name": name}
+        if name == default:
+            entry["default"] = True
+        splits = list(dict.fromkeys(s for m in members for s in parts[m]))
+        files = []
+        for split in splits:
+            paths = [f"data/{m}/{_shard_prefix(split, parts[m][split])}-*.parquet" for m in members if split in parts[m]]
+            files.append({"split": split, "path": paths[0] if len(paths) == 1 else paths})
+        entry["data_files"] = files
+        out.append(entry)
+    return out
+
+
+def write_parts_folder(out_dir: str | os.PathLike, parts: Mapping[str, Mapping[str, Any]],
+                       configs: Mapping[str, Sequence[str]], *, default: str, metadata: Mapping[str, Any] | None = None,
+                       body: str = "", max_rows: int = PARQUET_MAX_ROWS_PER_SHARD) -> Path:
+    """A Hub-layout folder whose configs share files: ``parts`` maps a part name to ``{split: Dataset}``
+    (written once under ``data/<part>/``), ``configs`` a config to its parts (:func:`parts_yaml_configs`)."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        fingerprints: dict[str, dict[str, str]] = {}
+        for part, splits in parts.items():
+            fingerprints[part] = {}
+            for split, ds in splits.items():
+                writer = ShardWriter(tmp / "data" / part, split, ds.features, max_rows=max_rows)
+                for batch in ds.with_format("arrow").iter(batch_size=max(1, min(max_rows, 256))):
+                    writer.write(batch)
+                fingerprints[part][split] = writer.close()
+        meta = dict(metadata or {})
+        meta["configs"] = parts_yaml_configs(configs, fingerprints, default)
+        (tmp / "README.md").write_text(render_readme(meta, body or f"# {out_dir.name}\n"), encoding="utf-8")
+    return out_dir
 
 
 def render_readme(metadata: Mapping[str, Any], body: str) -> str:

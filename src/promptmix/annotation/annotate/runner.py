@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ... import maps
 from ... import schema as S
 from ...errors import ConfigError, InputError
 from ...run_folder import RunFolder
@@ -161,8 +162,11 @@ def _rows_to_dataset(task: str, row_ids: Sequence[str], outputs: Sequence[dict],
             value = out[key]
             if key in (S.DENSITY, S.DEPTH):
                 value = np.asarray(value, dtype=np.float16)
-                finite = finite and value.ndim == 2 and bool(np.isfinite(value).all())
-                value = value.tolist()
+                if value.ndim != 2:
+                    raise InputError(f"annotator {name!r}: its {key} map for row {row_id!r} has shape "
+                                     f"{value.shape}; expected a 2-D (H, W) map")
+                finite = finite and bool(np.isfinite(value).all())
+                value = maps.encode(value)
             elif key in (S.COUNT, S.PROBABILITY):
                 finite = finite and value is not None and bool(np.isfinite(value))
             cols[key].append(value)

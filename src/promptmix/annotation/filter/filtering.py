@@ -5,8 +5,13 @@ percentage loads no model and touches no network. Writes ``RUN/fake`` (or ``--ou
 folder that ``datasets.load_dataset`` reads, with ``schema.fake_features(task, class_names)`` and
 two configs:
 
-- ``kept`` (default): the rows kept, ready for training;
-- ``all``: every row with its scores and flags, so nothing the filter drops is lost.
+- ``kept`` (default): the rows kept, ready for training (``data/kept/`` shards);
+- ``all``: every row with its scores and flags, so nothing the filter drops is lost: the ``kept`` shards
+  plus the ``dropped`` ones (``data/dropped/``), listed together in the README's ``configs`` -- each row
+  is written once. Its rows are the kept rows first, then the dropped ones, each in generation order.
+
+Memory stays constant whatever the row count: both passes read one chunk at a time, maps stay Arrow
+buffers (or NumPy views of them), and rows are streamed into the shards (:class:`ShardWriter`).
 
 Rules:
 
@@ -29,8 +34,10 @@ Rules:
 - Target (``target``: ``first`` (default), an annotator's name, or ``mean``): counting takes that
   annotator's density map (at its own output resolution) or the mean of all maps resized to the
   first annotator's resolution with their mass preserved (:func:`promptmix.density.resize_density`);
-  ``count`` is the target map's sum. Depth takes that annotator's map, or the mean of all maps
-  resized (bilinear) to the first annotator's size. Classification's ``label`` is the prompt's class
+  ``count`` is that annotator's count (the sum of its map, before float16 storage), or the mean map's
+  sum. Depth takes that annotator's map, or the mean of all maps resized (bilinear) to the first annotator's size. The map is stored once: a named annotator's target is
+  its map in ``annotations`` (the ``density`` / ``depth`` column stays null), only the mean is stored in
+  that column (:func:`promptmix.schema.fake_target_map`). Classification's ``label`` is the prompt's class
   (the annotators only score agreement); ``target_annotator`` is then ``"prompt"``.
 """
 
@@ -39,12 +46,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from ... import maps
 from ... import schema as S
 from ...errors import ConfigError, InputError
 from ...run_folder import RunFolder
@@ -59,6 +66,9 @@ STAGE = "filter"
 CONFIG_KEPT = "kept"
 CONFIG_ALL = "all"
 SPLIT = "train"
+PARTS = ("kept", "dropped")  # data/kept/, data/dropped/: every row written once
+CONFIG_PARTS = {CONFIG_KEPT: ["kept"], CONFIG_ALL: ["kept", "dropped"]}  # `all` is both parts, not a copy
+BATCH_BYTES = 48 << 20  # rows assembled and written per step: about this many bytes of input (16 big-map rows)
 PROMPT_TARGET = "prompt"
 
 
@@ -117,20 +127,26 @@ def _check_provenance(run: RunFolder, name: str, chunk: int, image_path: Path, i
                          f"{_redo(run, name)}: it annotates those chunks again")
 
 
-def _read_annotation_chunk(run: RunFolder, name: str, chunk: int, row_ids: list[str], columns: list[str]) -> list[dict]:
-    """One annotator's rows of chunk ``chunk``, in the order of ``row_ids`` (error if any is missing)."""
+def _read_annotation_chunk(run: RunFolder, name: str, chunk: int, row_ids, columns: list[str]):
+    """One annotator's rows of chunk ``chunk`` as an Arrow table in the order of ``row_ids`` (an Arrow array);
+    an error names the file when any row is missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     store = run.annotation_chunks(name)
     path = store.path(chunk)
     if not path.exists():
         raise InputError(f"annotator {name!r} is incomplete: {path} is missing; finish it with {_redo(run, name)}")
     table = store.read(chunk, [S.ROW_ID, *columns])
-    rows = table.to_pylist()
-    by_id = {r[S.ROW_ID]: r for r in rows}
-    missing = [r for r in row_ids if r not in by_id]
-    if missing:
+    ids = table.column(S.ROW_ID).combine_chunks()
+    if len(ids) == len(row_ids) and ids.equals(row_ids):
+        return table
+    where = pc.index_in(row_ids, value_set=ids)
+    if where.null_count:
+        missing = pc.filter(row_ids, pc.is_null(where)).to_pylist()
         raise InputError(f"annotator {name!r} is incomplete: {path} lacks rows {missing[:5]}"
                          f"{' ...' if len(missing) > 5 else ''}; delete that file and rerun `promptmix annotate`")
-    return [by_id[r] for r in row_ids]
+    return table.take(pa.array(where))
 
 
 def _generated_chunks(run: RunFolder) -> list[tuple[int, Path]]:
@@ -140,11 +156,12 @@ def _generated_chunks(run: RunFolder) -> list[tuple[int, Path]]:
     return chunks
 
 
-def _read_generated(path: Path, columns: list[str] | None = None) -> list[dict]:
+def _read_generated(path: Path, columns: list[str] | None = None):
+    """A chunk of ``RUN/images`` as an Arrow table."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(str(path), columns=columns).to_pylist()
+        return pq.ParquetFile(str(path)).read(columns=columns)
     except Exception as exc:  # truncated or damaged data pages
         raise InputError(f"{path}: could not be read as Parquet ({type(exc).__name__}: {str(exc)[:200]}); rerun the "
                          "same `promptmix generate` command: it moves the bad chunk aside and generates it again"
@@ -154,6 +171,155 @@ def _read_generated(path: Path, columns: list[str] | None = None) -> list[dict]:
 def _stamp(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns
+
+
+def _finite(spec, table) -> np.ndarray:
+    """Per row of one annotator's Arrow table: ``ok`` as stored and every finite column finite (maps checked
+    as NumPy views, no Python floats)."""
+    ok = np.asarray(table.column(S.OK).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    for c in spec.finite_columns:
+        col = table.column(c)
+        if c == spec.annotation_map:
+            ms = maps.arrow_maps(col, dtype=np.float16)
+            ok &= np.array([m is not None and bool(np.isfinite(m).all()) for m in ms], dtype=bool)
+        else:
+            v = col.to_numpy(zero_copy_only=False)
+            ok &= np.array([x is not None and math.isfinite(float(x)) for x in v], dtype=bool) if v.dtype == object \
+                else np.isfinite(v.astype(np.float64))
+    return ok
+
+
+def _quality_values(spec, table) -> list:
+    """What the quality score compares, per row of one annotator's table."""
+    if spec.annotation_map is not None and spec.annotation_map in spec.quality_columns:
+        return maps.arrow_maps(table.column(spec.annotation_map))
+    if spec.name == "classification":
+        return list(zip(table.column(S.LABEL).to_pylist(), table.column(S.PROBABILITY).to_pylist()))
+    return table.column(spec.quality_columns[0]).to_pylist()
+
+
+def _to_struct_maps(column, dtype=np.float16):
+    """A map column in the current layout (an old nested-list column is converted)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        col = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        col = column
+    if pa.types.is_struct(col.type):
+        return col
+    return maps.map_struct_array(maps.arrow_maps(col, dtype=np.float32), dtype=dtype)
+
+
+def _gather_binary(arrays: list, picks: np.ndarray):
+    """A binary array of ``arrays[j][i]`` for each ``(j, i)`` in ``picks`` (one copy of the bytes)."""
+    import pyarrow as pa
+
+    parts, lengths = [], np.zeros(len(picks), dtype=np.int64)
+    views = []
+    for a in arrays:
+        _, offsets_buf, values_buf = a.buffers()
+        kind = np.int64 if pa.types.is_large_binary(a.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, dtype=kind)[a.offset:a.offset + len(a) + 1]
+        raw = np.frombuffer(values_buf, dtype=np.uint8) if values_buf is not None else np.zeros(0, np.uint8)
+        views.append((offsets, raw))
+    for k, (j, i) in enumerate(picks):
+        offsets, raw = views[j]
+        parts.append(raw[offsets[i]:offsets[i + 1]])
+        lengths[k] = offsets[i + 1] - offsets[i]
+    ends = np.concatenate([[0], np.cumsum(lengths)])
+    if ends[-1] >= 2 ** 31:
+        raise InputError("a filter batch holds over 2 GB of maps; this should not happen with ROWS_PER_BATCH rows")
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+    return pa.Array.from_buffers(pa.binary(), len(picks), [None, pa.py_buffer(ends.astype(np.int32)),
+                                                          pa.py_buffer(values)])
+
+
+def _gather_maps(columns: list, picks: np.ndarray, map_type):
+    """The map structs ``columns[j][i]`` for each ``(j, i)`` in ``picks``: small fields by ``take``, the bytes by
+    :func:`_gather_binary` (one copy, no concatenation first)."""
+    import pyarrow as pa
+
+    cols = [_to_struct_maps(c) for c in columns]
+    cols = [c if c.type == map_type else c.cast(map_type) for c in cols]
+    flat = [dict(zip([c.type.field(k).name for k in range(c.type.num_fields)], c.flatten())) for c in cols]
+    if any(c.null_count for c in cols) or any(f[maps.DATA].null_count for f in flat):  # rare: the general path
+        idx = pa.array(picks[:, 0] * len(cols[0]) + picks[:, 1])
+        return pa.concat_arrays(cols).take(idx)
+    idx = pa.array(picks[:, 0] * len(cols[0]) + picks[:, 1]) if len(picks) else pa.array([], pa.int64())
+    fields = []
+    for f in map_type:
+        if f.name == maps.DATA:
+            fields.append(_gather_binary([x[maps.DATA] for x in flat], picks))
+        else:
+            fields.append(pa.concat_arrays([x[f.name] for x in flat]).take(idx))
+    return pa.StructArray.from_arrays(fields, fields=list(map_type))
+
+
+def _fake_table(spec, features, names: list[str], gen, tables: list, rows: np.ndarray, scores: list,
+                kept: np.ndarray, valid: list[bool], target_name: str, target_index: int | None):
+    """The fake rows ``rows`` (indices into one chunk) as an Arrow table (``schema.fake_features``), from the
+    chunk's generated rows ``gen`` and each annotator's aligned table ``tables``: maps move as bytes (copied once,
+    straight into the annotations' order), and only a ``mean`` target is computed (in NumPy). ``scores``,
+    ``kept`` and ``valid`` are per row of the chunk."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    take = pa.array(rows)
+    gen = gen.take(take)
+    scores = [scores[i] for i in rows]
+    kept = np.asarray(kept, dtype=bool)[rows]
+    valid = [valid[i] for i in rows]
+    schema = features if isinstance(features, pa.Schema) else features.arrow_schema
+    cols: dict[str, Any] = {k: gen.column(k) if k in gen.column_names else pa.nulls(n) for k in S.GENERATED}
+    ann_type = schema.field(S.ANNOTATIONS).type.value_type
+    k = len(names)
+    picks = np.stack([np.tile(np.arange(k), n), np.repeat(rows, k)], axis=1)  # row by row, annotators in order
+    flat_idx = pa.array(picks[:, 0] * (len(tables[0]) if tables else 0) + picks[:, 1]) if n else \
+        pa.array([], pa.int64())
+    fields = []
+    for f in ann_type:
+        if f.name == S.ANNOTATOR:
+            fields.append(pa.array([names[j] for j in picks[:, 0]], type=f.type))
+        elif f.name == spec.annotation_map:
+            fields.append(_gather_maps([t.column(f.name) for t in tables], picks, f.type))
+        else:
+            fields.append(pa.concat_arrays([t.column(f.name).combine_chunks().cast(f.type) for t in tables])
+                          .take(flat_idx))
+    values = pa.StructArray.from_arrays(fields, fields=list(ann_type))
+    cols[S.ANNOTATIONS] = pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), values)
+    cols[S.QUALITY_SCORE] = pa.array(scores, pa.float32())
+    cols[S.KEPT] = pa.array(np.asarray(kept, dtype=bool))
+    cols[S.ANNOTATION_OK] = pa.array(list(valid), pa.bool_())
+    cols[S.TARGET_ANNOTATOR] = pa.array([target_name] * n, pa.string())
+    if spec.annotation_map is not None:  # a dense target: the named annotator's map (stored once) or the mean
+        by_ann = [maps.arrow_maps(t.column(spec.annotation_map), dtype=np.float16) if target_index is None
+                  or j == target_index else None for j, t in enumerate(tables)]
+        heights = gen.column(S.HEIGHT).to_pylist() if S.HEIGHT in gen.column_names else [None] * n
+        widths = gen.column(S.WIDTH).to_pylist() if S.WIDTH in gen.column_names else [None] * n
+        targets: list[np.ndarray | None] = []
+        for i, r in enumerate(rows):
+            if not valid[i]:
+                targets.append(None)
+            elif target_index is None:
+                targets.append(spec.target_map([m[r] for m in by_ann], None, (heights[i], widths[i])))
+            else:
+                targets.append(by_ann[target_index][r])  # only for its count, when the annotator stored none
+        stored = targets if target_index is None else [None] * n
+        cols[spec.fake_target] = maps.map_struct_array(stored)
+        empty = spec.target_value(np.zeros((1, 1), np.float32))
+        if target_index is not None and set(empty) <= set(tables[target_index].column_names):
+            # a named target: its annotator's own values (counting: the count it gave, the sum of its map)
+            for key in empty:
+                values = tables[target_index].column(key).combine_chunks().take(take)
+                cols[key] = pc.if_else(pa.array(list(valid), pa.bool_()), values, pa.scalar(None, values.type))
+        else:
+            per_row = [spec.target_value(np.asarray(m, dtype=np.float16)) if m is not None else None for m in targets]
+            for key in empty:
+                cols[key] = pa.array([v[key] if v is not None else None for v in per_row])
+    return pa.table({name: cols[name] for name in schema.names}).cast(schema)
 
 
 def build_target(task: str, maps: list[Any], target_index: int | None,
@@ -190,10 +356,15 @@ def keep_count(n_valid: int, keep_percent: float) -> int:
 
 # -- the stage ----------------------------------------------------------------------------------------------
 def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = None) -> FilterReport:
-    """Score, filter and write the fake dataset of ``run_dir`` from its stored annotations."""
-    from datasets import Dataset
+    """Score, filter and write the fake dataset of ``run_dir`` from its stored annotations.
 
-    from ...utils.io import write_hub_folder
+    Constant memory: both passes read one chunk at a time (the first only the columns the score reads), maps
+    stay Arrow buffers or NumPy views of them, and the rows are streamed into the ``kept`` and ``dropped``
+    shards as they are made.
+    """
+    import pyarrow as pa
+
+    from ...utils.io import ShardWriter, atomic_path, parts_yaml_configs, render_readme
     from ...utils.outputs import guard_output, marker_files, remove_stale_beside, write_errors
 
     config = config or FilterConfig()
@@ -230,8 +401,8 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     guard_output(out, STAGE, run=run, own=[run.fake], force=config.force)
     remove_stale_beside(out, f"promptmix {STAGE}")
 
-    # pass 1: scores and flags --------------------------------------------------------------------------------
-    qcols = list(spec.quality_columns)
+    # pass 1: scores and flags, one chunk at a time (only the columns the score reads) ---------------------------
+    qcols = list(dict.fromkeys([*spec.quality_columns, *spec.finite_columns, S.OK]))
     scores: list[float | None] = []
     valid: list[bool] = []
     flagged_by = {n: 0 for n in names}
@@ -241,77 +412,78 @@ def filter_run(run_dir: RunFolder | str | Path, config: FilterConfig | None = No
     ids_of = generated_row_ids(run, chunks)
     stamps = {}
     for c, path in progress(chunks, desc="score", unit="chunk"):
-        row_ids = ids_of[c]
+        row_ids = pa.array(ids_of[c], pa.string())
         stamps[c] = _stamp(path)
         sha = sha256_file(path)
         for n in names:
             _check_provenance(run, n, c, path, sha)
-        per_ann = [_read_annotation_chunk(run, n, c, row_ids, qcols) for n in names]
+        tables = [_read_annotation_chunk(run, n, c, row_ids, qcols) for n in names]
+        oks = [_finite(spec, t) for t in tables]
+        for n, ok in zip(names, oks):
+            flagged_by[n] += int((~ok).sum())
+        every = np.logical_and.reduce(oks)
+        values = [_quality_values(spec, t) for t in tables]
         for i in range(len(row_ids)):
-            rows = [a[i] for a in per_ann]
-            oks = [spec.finite(r) for r in rows]
-            for n, ok in zip(names, oks):
-                flagged_by[n] += 0 if ok else 1
-            if all(oks):
-                valid.append(True)
-                scores.append(pairwise_quality([spec.quality_value(r) for r in rows], task))
-            else:
-                valid.append(False)
-                scores.append(None)
+            valid.append(bool(every[i]))
+            scores.append(pairwise_quality([v[i] for v in values], task) if every[i] else None)
+        del tables, values
 
     n_valid = sum(valid)
     order = sorted((i for i in range(len(valid)) if valid[i]),
                    key=lambda i: (scores[i] if scores[i] is not None else 0.0, i))
-    kept_idx = set(order[:keep_count(n_valid, config.keep_percent)]) if len(names) > 1 else set(order)
-    kept_scores = [scores[i] for i in kept_idx if scores[i] is not None]
+    kept_mask = np.zeros(len(valid), dtype=bool)
+    kept_mask[order[:keep_count(n_valid, config.keep_percent)] if len(names) > 1 else order] = True
+    kept_scores = [scores[i] for i in np.flatnonzero(kept_mask) if scores[i] is not None]
     threshold = max(kept_scores) if kept_scores else None
-    if not kept_idx and not config.allow_empty:
+    n_kept = int(kept_mask.sum())
+    if not n_kept and not config.allow_empty:
         n_flagged = len(valid) - n_valid
         raise InputError(f"{run_dir}: every row was filtered out ({n_flagged} flagged NaN/inf by an annotator, "
-                         f"{n_valid - len(kept_idx)} below the keep share of {config.keep_percent:g} %, of "
+                         f"{n_valid - n_kept} below the keep share of {config.keep_percent:g} %, of "
                          f"{len(valid)} row(s) in {len(chunks)} image chunk(s)); nothing was written. Check the "
                          "annotators (`promptmix annotate`), or pass --allow-empty to write an empty 'kept' set")
 
-    # pass 2: the rows ----------------------------------------------------------------------------------------
+    # pass 2: the rows, one chunk at a time, streamed into the kept and dropped shards ---------------------------
     features = S.fake_features(task, class_names)
+    arrow_schema = features.arrow_schema
     acols = _columns(task)
-
-    def fake_rows() -> Iterator[dict]:
+    # datasets cannot load a split of no rows ("corresponds to no data"): an empty kept set (allow_empty) is
+    # written as the 'all' config alone, the default, every row with kept = false
+    parts = PARTS if n_kept else tuple(p for p in PARTS if p != "kept")
+    config_parts = CONFIG_PARTS if n_kept else {CONFIG_ALL: list(parts)}
+    with atomic_path(out) as tmp, write_errors(out):
+        tmp.mkdir(parents=True)
+        writers = {part: ShardWriter(tmp / "data" / part, SPLIT, features) for part in parts}
         index = 0
-        for c, path in chunks:
+        for c, path in progress(chunks, desc="write", unit="chunk"):
             if _stamp(path) != stamps[c]:
                 raise InputError(f"{path} changed while filtering (another command is writing {run.images}); "
                                  "rerun `promptmix filter` when it has finished")
             gen = _read_generated(path, list(S.GENERATED))
-            row_ids = [r[S.ROW_ID] for r in gen]
-            per_ann = [_read_annotation_chunk(run, n, c, row_ids, acols) for n in names]
-            for i, g in enumerate(gen):
-                anns = [{S.ANNOTATOR: n, **{k: a[i][k] for k in acols}} for n, a in zip(names, per_ann)]
-                row = {k: g.get(k) for k in S.GENERATED}
-                row.update({S.ANNOTATIONS: anns, S.QUALITY_SCORE: scores[index], S.KEPT: index in kept_idx,
-                            S.ANNOTATION_OK: valid[index], S.TARGET_ANNOTATOR: target_name})
-                if spec.annotation_map is not None:  # a dense target: density (+ count) or depth
-                    key = spec.fake_target
-                    m = spec.target_map([a[spec.annotation_map] for a in anns], target_index,
-                                         (g.get(S.HEIGHT), g.get(S.WIDTH))) if valid[index] else None
-                    row[key] = m.astype(np.float16).tolist() if m is not None else None
-                    values = spec.target_value(m) if m is not None else spec.target_value(np.zeros((1, 1), np.float32))
-                    row.update({k: (v if m is not None else None) for k, v in values.items()})
-                yield row
-                index += 1
-
-    with tempfile.TemporaryDirectory(prefix="promptmix-filter-") as tmp, write_errors(out):
-        all_ds = Dataset.from_generator(fake_rows, features=features, cache_dir=tmp)
-        kept_ds = all_ds.select(sorted(kept_idx))
-        meta = {"tags": ["promptmix", "synthetic", task]}
-        # datasets cannot load a split of no rows ("corresponds to no data"): an empty kept set (allow_empty) is
-        # written as the 'all' config alone, the default, every row with kept = false
-        configs = {CONFIG_KEPT: {SPLIT: kept_ds}, CONFIG_ALL: {SPLIT: all_ds}} if kept_idx else \
-            {CONFIG_ALL: {SPLIT: all_ds}}
-        write_hub_folder(out, configs, default=CONFIG_KEPT if kept_idx else CONFIG_ALL,
-                         metadata=meta, body=_readme_body(run_dir, task, names, target_name, config,
-                                                          len(valid), len(kept_idx), len(valid) - n_valid, threshold),
-                         extra_files={"promptmix_filter.yaml": config.to_yaml(), **marker_files(STAGE)})
+            row_ids = gen.column(S.ROW_ID).combine_chunks()
+            tables = [_read_annotation_chunk(run, n, c, row_ids, acols) for n in names]
+            here = slice(index, index + gen.num_rows)
+            chunk_kept, chunk_scores, chunk_valid = kept_mask[here], scores[here], valid[here]
+            row_bytes = (gen.nbytes + sum(t.nbytes for t in tables)) / max(1, gen.num_rows)
+            step = max(1, int(BATCH_BYTES // max(row_bytes, 1)))  # bounded work per step, whatever the chunk size
+            for part, rows in (("kept", np.flatnonzero(chunk_kept)), ("dropped", np.flatnonzero(~chunk_kept))):
+                if part not in writers:
+                    continue  # no kept rows at all (allow_empty)
+                for start in range(0, len(rows), step):
+                    writers[part].write(_fake_table(spec, arrow_schema, names, gen, tables, rows[start:start + step],
+                                                    chunk_scores, chunk_kept, chunk_valid, target_name, target_index))
+            index += gen.num_rows
+            del gen, tables
+        fingerprints = {part: {SPLIT: w.close()} for part, w in writers.items()}
+        yaml_configs = parts_yaml_configs(config_parts, fingerprints, default=CONFIG_KEPT if n_kept else CONFIG_ALL)
+        meta = {"tags": ["promptmix", "synthetic", task], "configs": yaml_configs}
+        body = _readme_body(run_dir, task, names, target_name, config, len(valid), int(kept_mask.sum()),
+                            len(valid) - n_valid, threshold)
+        (tmp / "README.md").write_text(render_readme(meta, body), encoding="utf-8")
+        (tmp / "promptmix_filter.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        for name, text in marker_files(STAGE).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    kept_idx = np.flatnonzero(kept_mask)
 
     report = FilterReport(run_dir=run_dir, out=out, task=task, annotators=names, target=target_name,
                           keep_percent=config.keep_percent, rows=len(valid), kept=len(kept_idx),

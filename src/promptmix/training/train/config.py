@@ -22,6 +22,7 @@ STRATEGIES = ("none", "promptmix", "interleave", "two-phase", "rsp", "fake-only"
 
 
 STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted")
+STREAMING_STRATEGIES = ("promptmix", "fake-only", "two-phase")  # the ones a streamed fake set supports (an r_mix draw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,11 @@ class TrainConfig(StageConfig):
     fake_config: str = field("kept", help="fake dataset config: 'kept' (after quality filtering) or 'all'")
     target_annotator: str | None = field(
         None, help="take fake targets from this annotator's output instead of the dataset's target column")
+    streaming: bool = field(False, runtime=True,
+                            help="read the fake dataset by streaming (load_dataset(..., streaming=True)): nothing "
+                                 "is downloaded or cached whole, for fake sets bigger than the disk; each epoch's "
+                                 "r_mix rows (the same draw as without it) are fetched in one pass over the stream. "
+                                 "Needs r_mix and mixing promptmix, fake-only or two-phase")
     # -- mixing ----------------------------------------------------------------------------------
     mixing: str = field("none", choices=STRATEGIES, help="how fake rows join training (see promptmix.training.mixing)")
     r_mix: int | None = field(None, help="fake rows drawn afresh every epoch (promptmix; optional for two-phase "
@@ -273,6 +279,10 @@ class TrainConfig(StageConfig):
             self.fail("density_kernel_size", "a positive kernel size (or unset)")
         if not 0 < self.min_depth < self.max_depth:
             self.fail("max_depth", f"a depth above min_depth ({self.min_depth})")
+        if self.streaming and (self.mixing not in STREAMING_STRATEGIES or self.r_mix is None):
+            self.fail("streaming", f"false unless mixing is one of {', '.join(STREAMING_STRATEGIES)} with r_mix set "
+                                   f"(a streamed fake set is read by a per-epoch draw of r_mix rows); got mixing "
+                                   f"{self.mixing!r}, r_mix {self.r_mix!r}")
         self.mixing_spec()  # checks r_mix and the probabilities
 
     def mixing_spec(self) -> MixingSpec:

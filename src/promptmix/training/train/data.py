@@ -7,7 +7,7 @@ with ``with_format("numpy")``; images stay encoded until a row is used.
 
 Training targets:
 
-* counting: a full-resolution density map -- from the head points (``promptmix.density.density_map``,
+* counting: the density map -- from the head points (``promptmix.density.density_map``,
   normalised Gaussians, sigma 4, kernel 15) for real rows, the chosen annotator's map spread over the
   pixels its cells sit on for fake rows -- cropped and flipped with the image, then summed into the
   cells of the model's output grid for that size (``promptmix.density.align_density``: ``H // 8`` cells
@@ -17,8 +17,18 @@ Training targets:
   with the image; zero marks invalid pixels.
 * classification: the class index (fake rows' ``label``, or the chosen annotator's prediction).
 
+Only the crop is computed: the crop window is drawn first, then the counting target is summed straight
+into the model's output cells over it (float32, no full-frame map: ``density.crop_density_target`` for
+head points, ``density.crop_map_target`` for an annotator's map) and a depth map is sliced or resized
+bilinearly for the crop's pixels only (:func:`crop_resize_map`); the result equals the full-frame path
+(map, crop, flip, sum) up to float rounding. Rows are read from Arrow (:func:`arrow_row`): maps and point
+lists become NumPy views, never Python lists. A fake row's target map is stored once: the row's
+``density``/``depth`` column for the ``mean`` target, else the map of its ``target_annotator`` in
+``annotations``.
+
 Fake rows are checked when they load (:func:`check_fake_rows`, for any ``--fake``: a ``promptmix filter``
-folder, a publication or a Hub id): a map target must be a 2-D array of finite, non-negative numbers
+folder, a publication or a Hub id; a streamed set row by row as each epoch fetches it): a map target must be
+a 2-D array of finite, non-negative numbers
 (negative noise up to 5 % of the positive mass is accepted, and for counting up to half a head: CSRNet's
 output has no final ReLU) whose shape is the image's ``(height, width)`` or a grid of an integer output stride over it
 (:func:`promptmix.density.infer_stride`: ``H // s`` or ``ceil(H / s)`` cells, as annotators write); a
@@ -26,13 +36,16 @@ class label must be one of the classes; the image's own size (its header) must e
 ``width`` and ``height``. A row that fails is an :class:`InputError` naming its ``row_id`` and the
 problem (the first rows and how many fail).
 
-Images are normalised with the ImageNet mean and standard deviation. A batch is a list of groups
-of same-sized samples (:func:`collate`), so images of different sizes can share a batch.
+Images leave the loader as uint8 (3, H, W) tensors; the trainer normalises them on the device
+(:func:`normalize`, ImageNet mean and standard deviation), a quarter of float32's bytes per transfer.
+A batch is a list of groups of same-sized samples (:func:`collate`), so images of different sizes can
+share a batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 from typing import Any, Sequence
@@ -44,7 +57,7 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from ... import schema
+from ... import maps, schema
 from ...tasks import get_task
 from ...builders.loading import load_real, load_source
 from ...errors import InputError
@@ -154,6 +167,17 @@ def check_real(splits: Any, task: str, ref: str) -> list[str] | None:
 def check_fake(fake: Dataset, task: str, ref: str, class_names: Sequence[str] | None,
                target_annotator: str | None) -> Dataset:
     """Check the fake dataset's columns (and class names); drop rows whose annotation failed."""
+    _check_fake_columns(fake, task, ref, class_names, target_annotator)
+    if schema.ANNOTATION_OK in fake.column_names:
+        ok = np.asarray(fake.with_format("numpy")[schema.ANNOTATION_OK], dtype=bool)
+        if not ok.all():
+            logger.warning("fake dataset %s: leaving out %d rows whose annotation failed", ref, int((~ok).sum()))
+            fake = fake.select(np.flatnonzero(ok))
+    return fake
+
+
+def _check_fake_columns(fake, task: str, ref: str, class_names: Sequence[str] | None,
+                        target_annotator: str | None) -> None:
     needed = [schema.IMAGE, schema.ANNOTATIONS if target_annotator else get_task(task).fake_target]
     lacking = [c for c in needed if c not in fake.column_names]
     if lacking:
@@ -164,12 +188,71 @@ def check_fake(fake: Dataset, task: str, ref: str, class_names: Sequence[str] | 
         if names is not None and list(names) != list(class_names or []):
             raise InputError(f"fake dataset {ref!r}: its class names {list(names)} differ from the real dataset's "
                              f"{list(class_names or [])}; generate it from the same real dataset")
-    if schema.ANNOTATION_OK in fake.column_names:
-        ok = np.asarray(fake.with_format("numpy")[schema.ANNOTATION_OK], dtype=bool)
-        if not ok.all():
-            logger.warning("fake dataset %s: leaving out %d rows whose annotation failed", ref, int((~ok).sum()))
-            fake = fake.select(np.flatnonzero(ok))
-    return fake
+
+
+class StreamedFake:
+    """A fake dataset read by streaming (``load_dataset(..., streaming=True)``, ``streaming: true``): for fake sets
+    bigger than the disk. Its rows are numbered as the in-memory dataset's (rows whose annotation failed left
+    out, as :func:`check_fake` does), so the mixing plan -- the per-epoch draw of ``r_mix`` rows
+    (:func:`~promptmix.training.train.mixing.sample_fake_rows`) -- is the same; :meth:`fetch` reads the rows an
+    epoch needs in one pass over the stream, stopping after the last one, and keeps only those (their image
+    still encoded, their target map as float16).
+
+    Opening it makes one pass over the ``annotation_ok`` column (Parquet column projection: the images are
+    not read) to count the rows.
+    """
+
+    def __init__(self, ref: str, revision: str | None, config_name: str) -> None:
+        self.ref, self.revision, self.config_name = ref, revision, config_name
+        self.row_check = None  # fake_row_problem with the run's settings, set by load_training_data
+        self.features = self._stream().features
+        self.column_names = list(self.features) if self.features is not None else []
+        if schema.ANNOTATION_OK in self.column_names:
+            ok = [bool(r[schema.ANNOTATION_OK]) for r in self._stream([schema.ANNOTATION_OK])]
+        else:
+            ok = [True for _ in self._stream([schema.ROW_ID if schema.ROW_ID in self.column_names
+                                              else self.column_names[0]])]
+        self.positions = np.flatnonzero(np.asarray(ok, dtype=bool))  # stream position of each usable row
+        if len(self.positions) < len(ok):
+            logger.warning("fake dataset %s: leaving out %d rows whose annotation failed", ref,
+                           len(ok) - len(self.positions))
+
+    def _stream(self, columns: Sequence[str] | None = None):
+        try:
+            loaded = load_source(self.ref, self.revision, name=self.config_name, what="fake dataset", streaming=True,
+                                 columns=list(columns) if columns is not None else None)
+        except InputError as exc:
+            if f"'{self.config_name}'" in str(exc) and "config" in str(exc).lower():
+                raise InputError(f"{exc}; promptmix fake datasets have configs 'kept' and 'all'") from None
+            raise
+        return loaded["train"] if "train" in loaded else next(iter(loaded.values()))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def fetch(self, rows: Sequence[int], columns: Sequence[str]) -> dict[int, dict]:
+        """``{row: arrow_row(...)}`` of ``rows`` (row numbers as :func:`len` counts them), in one pass."""
+        wanted = {int(self.positions[r]): int(r) for r in set(int(r) for r in rows)}
+        if not wanted:
+            return {}
+        last = max(wanted)
+        cols = [c for c in columns if c in self.column_names]
+        stream = self._stream(cols)
+        features = stream.features
+        out: dict[int, dict] = {}
+        position = 0
+        for table in stream.with_format("arrow").iter(batch_size=64):
+            n = table.num_rows
+            for p in range(position, position + n):
+                if p in wanted:  # copied out of the batch, so the batch's buffers are freed
+                    out[wanted[p]] = _owned(arrow_row(table.slice(p - position, 1), features))
+            position += n
+            if position > last:
+                break
+        if len(out) < len(wanted):
+            raise InputError(f"fake dataset {self.ref!r}: the stream ended after {position} rows; expected at least "
+                             f"{last + 1} (it changed while training?)")
+        return out
 
 
 #: a map's negative values are noise (CSRNet has no final ReLU; bicubic resizing overshoots) up to this share of its
@@ -179,13 +262,9 @@ NEGATIVE_HEADS = 0.5
 
 
 def _as_map(value: Any) -> np.ndarray | None:
-    """A 2-D float32 array from a stored map (nested lists, an array, or NumPy's object arrays of rows)."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        return np.stack([np.asarray(r, dtype=np.float32) for r in value]) if len(value) else np.zeros((0, 0),
-                                                                                                       np.float32)
-    return np.asarray(value, dtype=np.float32)
+    """A 2-D float32 array from a stored map (a ``{shape, dtype, data}`` struct, nested lists, an array, or NumPy's
+    object arrays of rows)."""
+    return maps.decode(value)
 
 
 def fake_target_problem(task: str, target: Any, width: int | None, height: int | None,
@@ -246,58 +325,87 @@ def _header_size(value: Any) -> tuple[int, int] | None:
         return (-1, -1)
 
 
+def _row_target(row: dict, task: str, target_annotator: str | None) -> tuple[Any, str | None]:
+    """(the training target of one fake row as :func:`arrow_row` reads it, why there is none)."""
+    spec = get_task(task)
+    if target_annotator:
+        try:
+            ann = annotation_of(row.get(schema.ANNOTATIONS) or [], target_annotator, row.get(schema.ROW_ID))
+        except InputError:
+            return None, f"no output of annotator {target_annotator!r}"
+        return ann.get(spec.annotation_map or schema.LABEL), None
+    if spec.annotation_map is not None:  # stored once: the mean in the row, else its target annotator's map
+        if row.get(spec.fake_target) is not None:
+            return row[spec.fake_target], None
+        name = row.get(schema.TARGET_ANNOTATOR)
+        if name is None or row.get(schema.ANNOTATIONS) is None:
+            return None, None
+        try:
+            return annotation_of(row[schema.ANNOTATIONS], name, row.get(schema.ROW_ID)).get(spec.fake_target), None
+        except InputError:
+            return None, f"its target annotator {name!r} has no output in the row"
+    return row.get(spec.fake_target), None
+
+
+def fake_row_problem(row: dict, task: str, target_annotator: str | None = None,
+                     num_classes: int | None = None) -> str | None:
+    """Why one fake row (as :func:`arrow_row` reads it) cannot be trained on, or None (:func:`fake_target_problem`)."""
+    target, why = _row_target(row, task, target_annotator)
+    if why is not None:
+        return why
+    size = _header_size(row[schema.IMAGE]) if schema.IMAGE in row else None
+    if size == (-1, -1):
+        return "its image cannot be opened"
+    return fake_target_problem(task, target, row.get(schema.WIDTH), row.get(schema.HEIGHT), size, num_classes)
+
+
+def _check_columns(task: str, target_annotator: str | None) -> list[str]:
+    spec = get_task(task)
+    cols = [schema.ROW_ID, schema.WIDTH, schema.HEIGHT, schema.IMAGE]
+    if target_annotator:
+        return cols + [schema.ANNOTATIONS]
+    if spec.annotation_map is not None:
+        return cols + [spec.fake_target, schema.TARGET_ANNOTATOR, schema.ANNOTATIONS]
+    return cols + [spec.fake_target]
+
+
+def _raise_bad(ref: str, total: int, n_bad: int, bad: list[str]) -> None:
+    raise InputError(f"fake dataset {ref!r}: {n_bad} of {total} rows cannot be trained on: "
+                     + "; ".join(bad) + (" ..." if n_bad > len(bad) else "")
+                     + ". Refilter the run (`promptmix filter`) or fix the dataset; nothing was trained")
+
+
 def check_fake_rows(fake: Dataset, task: str, ref: str, target_annotator: str | None = None,
                     num_classes: int | None = None, batch_rows: int = 64) -> None:
-    """Check every fake row (:func:`fake_target_problem`); :class:`InputError` naming the rows that fail."""
-    target_col = get_task(task).fake_target
-    cols = [c for c in (schema.ROW_ID, schema.WIDTH, schema.HEIGHT, schema.IMAGE) if c in fake.column_names]
-    cols.append(schema.ANNOTATIONS if target_annotator else target_col)
-    sub = fake.select_columns(cols)
-    if schema.IMAGE in cols and isinstance(sub.features[schema.IMAGE], ImageFeature):
-        sub = sub.cast_column(schema.IMAGE, ImageFeature(decode=False))
-    if not target_annotator:  # maps as NumPy arrays (no detour through Python lists), the rest as stored
-        sub = sub.with_format("numpy", columns=[target_col], output_all_columns=True)
+    """Check every fake row (:func:`fake_row_problem`, rows read from Arrow: maps as NumPy views, images'
+    headers only); :class:`InputError` naming the rows that fail."""
+    reader = _RowReader(fake, _check_columns(task, target_annotator))
     bad: list[str] = []
     n_bad = 0
-    for start in range(0, len(sub), batch_rows):
-        batch = sub[start:start + batch_rows]
-        n = len(batch[cols[-1]])
-        for i in range(n):
-            row_id = batch[schema.ROW_ID][i] if schema.ROW_ID in batch else f"#{start + i}"
-            if target_annotator:
-                ann = next((a for a in batch[schema.ANNOTATIONS][i] or [] if a.get(schema.ANNOTATOR) == target_annotator),
-                           None)
-                if ann is None:
-                    why = f"no output of annotator {target_annotator!r}"
-                else:
-                    key = get_task(task).annotation_map or schema.LABEL
-                    why = None
-                    target = ann.get(key)
-            else:
-                why, target = None, batch[target_col][i]
-            if why is None:
-                size = _header_size(batch[schema.IMAGE][i]) if schema.IMAGE in batch else None
-                if size == (-1, -1):
-                    why = "its image cannot be opened"
-                else:
-                    why = fake_target_problem(task, target, batch.get(schema.WIDTH, [None] * n)[i],
-                                              batch.get(schema.HEIGHT, [None] * n)[i], size, num_classes)
-            if why is not None:
-                n_bad += 1
-                if len(bad) < 5:
-                    bad.append(f"row {row_id}: {why}")
+    for i in range(len(reader)):
+        row = reader[i]
+        why = fake_row_problem(row, task, target_annotator, num_classes)
+        if why is not None:
+            n_bad += 1
+            if len(bad) < 5:
+                bad.append(f"row {row.get(schema.ROW_ID) or f'#{i}'}: {why}")
     if n_bad:
-        raise InputError(f"fake dataset {ref!r}: {n_bad} of {len(sub)} rows cannot be trained on: "
-                         + "; ".join(bad) + (" ..." if n_bad > len(bad) else "")
-                         + ". Refilter the run (`promptmix filter`) or fix the dataset; nothing was trained")
+        _raise_bad(ref, len(reader), n_bad, bad)
 
 
 def load_training_data(config) -> TrainingData:
-    """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names."""
+    """Load and check the real splits and the fake rows a :class:`~promptmix.training.config.TrainConfig` names
+    (``streaming``: the fake rows as a :class:`StreamedFake`)."""
     splits = load_real(config.real, config.real_revision)
     class_names = check_real(splits, config.task, config.real)
     fake = None
-    if config.fake and config.mixing != "none":
+    if config.fake and config.mixing != "none" and getattr(config, "streaming", False):
+        fake = StreamedFake(config.fake, config.fake_revision, config.fake_config)
+        _check_fake_columns(fake, config.task, config.fake, class_names, config.target_annotator)
+        n_classes = len(class_names) if class_names is not None else None
+        fake.row_check = functools.partial(fake_row_problem, task=config.task,
+                                           target_annotator=config.target_annotator, num_classes=n_classes)
+    elif config.fake and config.mixing != "none":
         fake = _load_fake(config.fake, config.fake_revision, config.fake_config)
         fake = check_fake(fake, config.task, config.fake, class_names, config.target_annotator)
         check_fake_rows(fake, config.task, config.fake, config.target_annotator,
@@ -316,7 +424,9 @@ def decode_image(value: Any) -> np.ndarray:
         img = value
     else:
         return np.asarray(value, dtype=np.uint8)
-    return np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy needs one)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img)  # a writable copy (torch.from_numpy needs one), the only one
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -325,6 +435,55 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     mean = torch.from_numpy(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.from_numpy(IMAGENET_STD).view(3, 1, 1)
     return (x - mean) / std
+
+
+def to_uint8_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) uint8: what crosses to the device (a quarter of float32's bytes); the
+    trainer normalises there (:func:`normalize`)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 images (..., 3, H, W) -> ImageNet-normalised float32, where the tensor is (the device);
+    float input is taken as normalised already and returned as is. The same arithmetic as :func:`to_tensor`."""
+    if pixels.dtype != torch.uint8:
+        return pixels
+    mean = torch.as_tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
+    return pixels.float().div_(255.0).sub_(mean).div_(std)  # in place: one float buffer
+
+
+def _bilinear_rows(n_in: int, n_out: int, start: int, size: int) -> np.ndarray:
+    """(size, n_in) float32: rows ``start .. start + size`` of the bilinear resize matrix ``n_in -> n_out``
+    (``F.interpolate(..., mode="bilinear", align_corners=False)``), zero for rows beyond ``n_out``."""
+    out = np.zeros((size, n_in), dtype=np.float32)
+    i = np.arange(start, min(start + size, n_out))
+    if len(i) == 0:
+        return out
+    src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = (src - i0).astype(np.float32)
+    rows = i - start
+    np.add.at(out, (rows, i0), 1.0 - lam)
+    np.add.at(out, (rows, i1), lam)
+    return out
+
+
+def crop_resize_map(depth: np.ndarray, image_size: tuple[int, int], window: tuple[int, int, int, int],
+                    flip: bool = False) -> np.ndarray:
+    """The ``window`` (y, x, height, width) of ``depth`` resized bilinearly to ``image_size``, zero beyond the
+    image, flipped left-right with ``flip``: only the crop's pixels are computed (two small matrix products)."""
+    h, w = image_size
+    y, x, ch, cw = window
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.shape == (h, w):
+        out = _pad_to(depth[y:y + ch, x:x + cw], ch, cw)
+    else:
+        ry = _bilinear_rows(depth.shape[0], h, y, ch)
+        rx = _bilinear_rows(depth.shape[1], w, x, cw)
+        out = ry @ depth @ rx.T
+    return np.array(out[:, ::-1] if flip else out, dtype=np.float32, order="C")  # a writable copy of the crop
 
 
 def _pad_to(arr: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -400,25 +559,135 @@ class SampleSettings:
         return (self.density_kernel_size // 2) / self.density_sigma
 
 
+def _is_map(feature: Any) -> bool:
+    return isinstance(feature, dict) and set(feature) == {maps.SHAPE, maps.DTYPE, maps.DATA}
+
+
+def _nested_array(column) -> np.ndarray:
+    """A one-row ``list<list<number>>`` Arrow column (points, boxes, an old nested map) as an (N, K) array."""
+    rows = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    inner = rows.flatten()
+    n = len(inner)
+    values = inner.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(n, -1) if n else np.zeros((0, 0), dtype=values.dtype)
+
+
+def arrow_row(table, features) -> dict:
+    """One row (a one-row Arrow table) as the data path reads it, with no Python object per value: images
+    undecoded (``{"bytes", "path"}``), maps and point lists as NumPy arrays, ``annotations`` left as Arrow
+    (read with :func:`annotation_of`), other values as Python scalars."""
+    row: dict[str, Any] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        feature = features.get(name)
+        if isinstance(feature, ImageFeature):
+            value = col.combine_chunks()
+            row[name] = {"bytes": value.field("bytes")[0].as_py(), "path": value.field("path")[0].as_py()}
+        elif _is_map(feature):
+            row[name] = maps.arrow_maps(col)[0]
+        elif name == schema.ANNOTATIONS:
+            row[name] = col.combine_chunks()
+        elif name in (schema.POINTS, schema.BOXES, schema.DEPTH, schema.DENSITY):  # lists of lists (old maps too)
+            row[name] = None if not col[0].is_valid else _nested_array(col)
+        else:
+            row[name] = col[0].as_py()
+    return row
+
+
+def annotation_of(annotations: Any, name: str, row_id: Any) -> dict:
+    """Annotator ``name``'s output in a row's ``annotations`` (Arrow, as :func:`arrow_row` leaves it, or Python
+    dicts): a dict with its maps as NumPy arrays."""
+    if not hasattr(annotations, "flatten"):  # Python rows
+        ann = dict(_annotation(annotations, name, row_id))
+        for key in (schema.DENSITY, schema.DEPTH):
+            if key in ann:
+                ann[key] = maps.decode(ann[key])
+        return ann
+    structs = annotations.flatten()  # the row's annotators, a StructArray
+    names = [structs.type.field(k).name for k in range(structs.type.num_fields)]
+    children = dict(zip(names, structs.flatten()))
+    found = children[schema.ANNOTATOR].to_pylist()
+    if name not in found:
+        raise InputError(f"fake row {row_id}: no output of annotator {name!r} (annotators: {found}); "
+                         f"check --target-annotator")
+    j = found.index(name)
+    out: dict[str, Any] = {}
+    for key, child in children.items():
+        if key in (schema.DENSITY, schema.DEPTH):
+            out[key] = maps.arrow_maps(child.slice(j, 1))[0]
+        else:
+            out[key] = child[j].as_py()
+    return out
+
+
+def _stored_target(data: dict, column: str) -> dict:
+    """A fake row's target map as ``{column: map}``: the row's own column (the mean target, or a fake dataset
+    written before maps were stored once) or the map of the annotator named in ``target_annotator``."""
+    if data.get(column) is not None:
+        return {column: data[column]}
+    name = data.get(schema.TARGET_ANNOTATOR)
+    if name is None or data.get(schema.ANNOTATIONS) is None:
+        raise InputError(f"fake row {data.get(schema.ROW_ID)}: no {column!r} map and no target annotator to take it "
+                         "from; expected a dataset written by `promptmix filter`")
+    return annotation_of(data[schema.ANNOTATIONS], name, data.get(schema.ROW_ID))
+
+
 class _RowReader:
-    """Random access to the columns a task needs, images undecoded and maps as NumPy arrays."""
+    """Random access to the columns a task needs, read from Arrow (:func:`arrow_row`): images undecoded, maps
+    and point lists as NumPy arrays."""
 
     def __init__(self, ds: Dataset, columns: Sequence[str]) -> None:
         cols = [c for c in columns if c in ds.column_names]
         sub = ds.select_columns(cols)
-        if schema.IMAGE in cols and isinstance(sub.features[schema.IMAGE], ImageFeature):
-            sub = sub.cast_column(schema.IMAGE, ImageFeature(decode=False))
-        self.ds = sub.with_format("numpy")
-        self.annotations = ds.select_columns([schema.ANNOTATIONS]) if schema.ANNOTATIONS in columns else None
+        self.features = sub.features
+        self.ds = sub.with_format("arrow")
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> dict:
-        row = dict(self.ds[int(i)])
-        if self.annotations is not None:
-            row[schema.ANNOTATIONS] = self.annotations[int(i)][schema.ANNOTATIONS]
-        return row
+        return arrow_row(self.ds[int(i)], self.features)
+
+
+def _owned(row: dict) -> dict:
+    """``row`` with its NumPy views and Arrow slices copied into buffers of their own."""
+    import pyarrow as pa
+
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, np.ndarray):
+            v = v.copy()
+        elif isinstance(v, pa.Array):
+            v = v.take(pa.array([0])) if len(v) == 1 else v.take(pa.array(np.arange(len(v))))
+        out[k] = v
+    return out
+
+
+class _StreamedReader:
+    """The rows of a :class:`StreamedFake` an epoch uses, fetched by :meth:`prefetch` before the epoch."""
+
+    def __init__(self, fake: StreamedFake, columns: Sequence[str]) -> None:
+        self.fake, self.columns = fake, list(columns)
+        self.rows: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.fake)
+
+    def prefetch(self, rows: Sequence[int]) -> None:
+        self.rows = self.fake.fetch(rows, self.columns)
+        check = self.fake.row_check
+        if check is not None:  # a streamed set is checked row by row, as each epoch fetches it
+            bad = [f"row {r.get(schema.ROW_ID) or f'#{i}'}: {why}" for i, r in sorted(self.rows.items())
+                   if (why := check(r)) is not None]
+            if bad:
+                _raise_bad(self.fake.ref, len(self.rows), len(bad), bad[:5])
+
+    def __getitem__(self, i: int) -> dict:
+        try:
+            return self.rows[int(i)]
+        except KeyError:
+            raise InputError(f"streamed fake row {int(i)} was not fetched for this epoch (TrainSet.prefetch "
+                             "takes the epoch's batches first)") from None
 
 
 def _train_columns(task: str, source: int, target_annotator: str | None, density_kernel: str = "fixed") -> list[str]:
@@ -426,7 +695,10 @@ def _train_columns(task: str, source: int, target_annotator: str | None, density
         return [schema.IMAGE, *get_task(task).real_columns[:1], *([schema.BOXES] if density_kernel == "box" else [])]
     if target_annotator:
         return [schema.IMAGE, schema.ROW_ID, schema.ANNOTATIONS]
-    return [schema.IMAGE, get_task(task).fake_target]
+    spec = get_task(task)
+    if spec.annotation_map is not None:  # the target map: the row's own column (mean) or its annotator's
+        return [schema.IMAGE, schema.ROW_ID, spec.fake_target, schema.TARGET_ANNOTATOR, schema.ANNOTATIONS]
+    return [schema.IMAGE, spec.fake_target]
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -445,7 +717,11 @@ class TrainSet(torch.utils.data.Dataset):
         self.readers = {REAL: _RowReader(data.train, _train_columns(settings.task, REAL, None,
                                                                     settings.density_kernel))}
         if data.fake is not None:
-            self.readers[FAKE] = _RowReader(data.fake, _train_columns(settings.task, FAKE, settings.target_annotator))
+            columns = _train_columns(settings.task, FAKE, settings.target_annotator)
+            reader = _StreamedReader if isinstance(data.fake, StreamedFake) else _RowReader
+            if reader is _StreamedReader:  # the columns its row check reads too
+                columns = list(dict.fromkeys([*columns, *_check_columns(settings.task, settings.target_annotator)]))
+            self.readers[FAKE] = reader(data.fake, columns)
         self.sizes = {s: len(r) for s, r in self.readers.items()}
         self.policy = None
         if settings.task == "classification":
@@ -458,6 +734,13 @@ class TrainSet(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def prefetch(self, batches: Sequence[Sequence[Sequence[int]]]) -> None:
+        """Before an epoch: a streamed fake set fetches the fake rows of ``batches`` (``(source, row, ...)`` keys)
+        in one pass over its stream; an in-memory one needs nothing."""
+        reader = self.readers.get(FAKE)
+        if isinstance(reader, _StreamedReader):
+            reader.prefetch(sorted({int(k[1]) for b in batches for k in b if int(k[0]) == FAKE}))
+
     def __len__(self) -> int:
         return sum(self.sizes.values())
 
@@ -469,7 +752,9 @@ class TrainSet(torch.utils.data.Dataset):
         image = decode_image(data[schema.IMAGE])
         ann = None
         if source == FAKE and s.target_annotator:
-            ann = _annotation(data[schema.ANNOTATIONS], s.target_annotator, data.get(schema.ROW_ID))
+            ann = annotation_of(data[schema.ANNOTATIONS], s.target_annotator, data.get(schema.ROW_ID))
+        elif source == FAKE and get_task(s.task).annotation_map is not None:
+            ann = _stored_target(data, get_task(s.task).fake_target)
         return getattr(self, f"_{s.task}")(image, data, source, ann, rng)  # _counting, _depth, _classification
 
     def _flip(self, arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -477,39 +762,74 @@ class TrainSet(torch.utils.data.Dataset):
             return [a[:, ::-1] for a in arrays]
         return arrays
 
+    def _window(self, image: np.ndarray, rng: np.random.Generator, at_least: int = 1) -> tuple[int, int, int, int]:
+        """The crop (y, x, height, width) of this sample, drawn as :func:`random_crop` draws it; the whole image
+        (padded to ``at_least``) without a crop size."""
+        s = self.settings
+        h, w = image.shape[:2]
+        if s.crop_size:
+            size = s.crop_size
+            y = int(rng.integers(0, max(h, size) - size + 1))
+            x = int(rng.integers(0, max(w, size) - size + 1))
+            return y, x, size, size
+        return 0, 0, max(h, at_least), max(w, at_least)
+
+    def _flips(self, rng: np.random.Generator) -> bool:
+        return bool(self.settings.hflip and rng.random() < 0.5)
+
+    @staticmethod
+    def _crop_image(image: np.ndarray, window: tuple[int, int, int, int], flip: bool) -> np.ndarray:
+        y, x, ch, cw = window
+        out = _pad_to(image[y:y + ch, x:x + cw], ch, cw)
+        return out[:, ::-1] if flip else out
+
     def _counting(self, image, data, source, ann, rng) -> dict:
-        from ...density import align_density, box_density_map, density_map, grid_size
+        """The crop's target only: the heads' Gaussians (or the annotator's cells) summed straight into the
+        model's output cells over the crop (:func:`~promptmix.density.crop_density_target`), float32."""
+        from ...density import align_density, box_density_map, crop_density_target, crop_map_target, grid_size
 
         s = self.settings
         h, w = image.shape[:2]
-        if source == REAL and s.density_kernel == "box":
+        if source == REAL and s.density_kernel == "box":  # box kernels: the full map, then the crop
             dens = box_density_map(np.asarray(data[schema.BOXES], dtype=np.float64).reshape(-1, 4), h, w)
-        elif source == REAL:
-            dens = density_map(data[schema.POINTS].reshape(-1, 2), h, w, sigma=s.density_sigma, mode="normalized",
-                               truncate=s.density_truncate())
+            if s.crop_size:
+                image, dens = random_crop([image, dens], s.crop_size, rng)
+            else:
+                image, dens = (_pad_to(a, max(h, s.output_stride), max(w, s.output_stride)) for a in (image, dens))
+            image, dens = self._flip([image, dens], rng)
+            ph, pw = dens.shape
+            grid = (grid_size(ph, s.output_stride, s.output_rounding), grid_size(pw, s.output_stride,
+                                                                                 s.output_rounding))
+            target = align_density(np.ascontiguousarray(dens, dtype=np.float32), (ph, pw), grid, stride=1,
+                                   out_stride=s.output_stride)
+            return {"pixel_values": self._pixels(image), "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
+        window = self._window(image, rng, s.output_stride)
+        flip = self._flips(rng)
+        grid = (grid_size(window[2], s.output_stride, s.output_rounding),
+                grid_size(window[3], s.output_stride, s.output_rounding))
+        if source == REAL:
+            target = crop_density_target(np.asarray(data[schema.POINTS], dtype=np.float64).reshape(-1, 2), (h, w),
+                                         window, grid, s.output_stride, sigma=s.density_sigma,
+                                         truncate=s.density_truncate(), hflip=flip)
         else:
-            small = np.asarray(ann[schema.DENSITY] if ann is not None else data[schema.DENSITY], dtype=np.float32)
-            dens = align_density(small, (h, w), (h, w), out_stride=1)  # the annotator's cells onto their pixels
-        if s.crop_size:
-            image, dens = random_crop([image, dens], s.crop_size, rng)
-        else:  # an image smaller than one output cell is padded to one
-            image, dens = (_pad_to(a, max(h, s.output_stride), max(w, s.output_stride)) for a in (image, dens))
-        image, dens = self._flip([image, dens], rng)
-        ph, pw = dens.shape
-        grid = (grid_size(ph, s.output_stride, s.output_rounding), grid_size(pw, s.output_stride, s.output_rounding))
-        target = align_density(np.ascontiguousarray(dens, dtype=np.float32), (ph, pw), grid, stride=1,
-                               out_stride=s.output_stride)
-        return {"pixel_values": to_tensor(image), "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
+            target = crop_map_target(ann[schema.DENSITY], (h, w), window, grid, s.output_stride, hflip=flip)
+        pixels = self._pixels(self._crop_image(image, window, flip))
+        return {"pixel_values": pixels, "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
 
     def _depth(self, image, data, source, ann, rng) -> dict:
-        s = self.settings
+        """The crop of the depth map only: a stored map at the image's size is sliced, a smaller (annotator) map
+        is resized bilinearly for the crop's pixels only (:func:`crop_resize_map`)."""
         h, w = image.shape[:2]
-        depth = np.asarray(ann[schema.DEPTH] if ann is not None else data[schema.DEPTH], dtype=np.float32)
-        depth = resize_map(depth, h, w)
-        if s.crop_size:
-            image, depth = random_crop([image, depth], s.crop_size, rng)
-        image, depth = self._flip([image, depth], rng)
-        return {"pixel_values": to_tensor(image), "target": torch.from_numpy(np.ascontiguousarray(depth))[None]}
+        depth = ann[schema.DEPTH] if ann is not None else data[schema.DEPTH]
+        depth = maps.decode(depth)
+        window = self._window(image, rng)
+        flip = self._flips(rng)
+        target = crop_resize_map(depth, (h, w), window, flip)
+        return {"pixel_values": self._pixels(self._crop_image(image, window, flip)),
+                "target": torch.from_numpy(np.ascontiguousarray(target))[None]}
+
+    def _pixels(self, image: np.ndarray) -> torch.Tensor:
+        return to_uint8_tensor(image)
 
     def _classification(self, image, data, source, ann, rng) -> dict:
         s = self.settings
@@ -527,7 +847,7 @@ class TrainSet(torch.utils.data.Dataset):
             y, x = int(rng.integers(0, 9)), int(rng.integers(0, 9))
             image = padded[y:y + h, x:x + w]
         (image,) = self._flip([image], rng)
-        pixels = cutout(to_tensor(image), s.cutout, rng) if s.cutout else to_tensor(image)
+        pixels = cutout(to_tensor(image), s.cutout, rng) if s.cutout else to_uint8_tensor(image)
         return {"pixel_values": pixels, "target": torch.tensor(label, dtype=torch.long)}
 
 
@@ -559,14 +879,14 @@ class EvalSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         data = self.reader[i]
         image, target = getattr(self, f"_{self.settings.task}")(decode_image(data[schema.IMAGE]), data[self.ref])
-        return {"pixel_values": to_tensor(image), "target": target, "index": torch.tensor(int(i))}
+        return {"pixel_values": to_uint8_tensor(image), "target": target, "index": torch.tensor(int(i))}
 
     # one method per task (named after it): the whole image and the reference its metric needs
     def _counting(self, image, count):
         return image, torch.tensor(float(count), dtype=torch.float64)
 
     def _depth(self, image, depth):
-        return image, torch.from_numpy(np.asarray(depth, dtype=np.float32))[None]
+        return image, torch.from_numpy(np.array(maps.decode(depth), dtype=np.float32, order="C"))[None]
 
     def _classification(self, image, label):
         s = self.settings

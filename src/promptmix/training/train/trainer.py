@@ -51,7 +51,7 @@ from ...utils.io import atomic_path, write_json_atomic, write_text_atomic
 from ...utils.progress import progress
 from ..metrics import load_metric
 from .config import TrainConfig
-from .data import EvalSet, SampleSettings, TrainingData, TrainSet, collate, load_training_data
+from .data import EvalSet, SampleSettings, TrainingData, TrainSet, collate, load_training_data, normalize
 from .mixing import MixingSpec, composition, epoch_batches, shard_batches
 from ...models.norm import apply_bn_mode, has_batchnorm
 
@@ -284,7 +284,7 @@ def evaluate(accelerator, model, loader, spec: Task, metric, config: TrainConfig
             batch = []
             for g in groups:
                 with accelerator.autocast():
-                    out = net(g["pixel_values"])
+                    out = net(normalize(g["pixel_values"]))
                 batch += spec.records(out, g)
             batch.sort(key=lambda r: r[0])
             items = [(idx, pred, ref) for _, idx, pred, ref in batch]
@@ -364,6 +364,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: Task, 
             pos += len(b)
         mine = shard_batches(keyed, accelerator.process_index, accelerator.num_processes)
         train_set.set_epoch(epoch)
+        train_set.prefetch(mine)  # a streamed fake set: this epoch's fake rows, in one pass over the stream
         loader = _epoch_loader(train_set, mine, config, accelerator)
         model.train()
         for group in optimizer.param_groups:
@@ -388,7 +389,7 @@ def _train_lr(accelerator, config: TrainConfig, data: TrainingData, spec: Task, 
                 ctx = contextlib.nullcontext() if last else accelerator.no_sync(model)
                 with ctx:
                     with accelerator.autocast():
-                        out = model(g["pixel_values"].to(device, non_blocking=True))
+                        out = model(normalize(g["pixel_values"].to(device, non_blocking=True)))
                     loss = loss_sum(out, g["target"].to(device, non_blocking=True))
                     accelerator.backward(loss / (batch_n * config.grad_accumulation))
                 loss_total += loss.detach()
