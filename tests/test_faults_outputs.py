@@ -335,12 +335,14 @@ def test_the_scrub_filter_covers_every_logger_and_handler(tmp_path):
 
 
 # -- 7. errors while writing: one line, the path, the free space, nothing half-written ----------------------
-def _disk_full_parquet(monkeypatch, target):
-    """Make ``target`` (a to_parquet/write_table function) write a few bytes, then fail as a full disk does."""
+def _disk_full_parquet(monkeypatch, target, path_arg: int = 0):
+    """Make ``target`` (a function or class that writes a file) write a few bytes to its ``path_arg``-th path
+    argument, then fail as a full disk does."""
     module, name = target
 
     def full(*args, **kwargs):
-        where = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, (str, os.PathLike))), None)
+        paths = [a for a in list(args) + list(kwargs.values()) if isinstance(a, (str, os.PathLike))]
+        where = paths[path_arg] if len(paths) > path_arg else None
         if where is not None:
             Path(where).write_bytes(b"PAR1 half")
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -353,11 +355,11 @@ def _no_temps(folder: Path) -> bool:
 
 
 def test_disk_full_in_filter_is_one_line_and_leaves_nothing(annotated, monkeypatch, capsys):
-    import datasets
+    import pyarrow.parquet as pq
 
     from promptmix.cli import main
 
-    _disk_full_parquet(monkeypatch, (datasets.Dataset, "to_parquet"))
+    _disk_full_parquet(monkeypatch, (pq, "ParquetWriter"))  # the filter's shard writer
     with pytest.raises(WriteError) as exc:
         filter_run(annotated, FilterConfig(keep_percent=50))
     text = _one_line(exc)
@@ -388,9 +390,9 @@ def test_disk_full_in_a_chunk_write_generate_and_annotate_share(annotated, monke
 
 
 def test_disk_full_in_a_local_publication(run_copy, monkeypatch, tmp_path):
-    import datasets
+    import shutil as shutil_module
 
-    _disk_full_parquet(monkeypatch, (datasets.Dataset, "to_parquet"))
+    _disk_full_parquet(monkeypatch, (shutil_module, "copyfile"), path_arg=1)  # publish copies the filter's shards
     with pytest.raises(WriteError, match="disk is full") as exc:
         _publish(run_copy, tmp_path / "pub")
     assert str(tmp_path / "pub") in _one_line(exc)

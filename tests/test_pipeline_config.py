@@ -81,7 +81,7 @@ def test_sections_are_the_stage_configs_with_wired_keys():
     ("real.root", _DELETE, "real.root: expected a value for builder 'shanghaitech' (it needs root, part)"),
     ("real.mat", "x.mat", "real.mat: expected nothing for builder 'shanghaitech'"),
     ("real.options", {"validation_fraction": 0.2, "max_sid": 9},
-     "real.options.max_sid: not an option of build_shanghaitech; allowed: seed, validation_fraction"),
+     "real.options.max_sid: not an option of build_shanghaitech; allowed: max_pixels, seed, validation_fraction"),
     ("task", "depth", "task: real.builder 'shanghaitech' gives a counting dataset; got 'depth'"),
     ("caption", _DELETE, "prompts.use_captions: true needs captions; add a caption section"),
     ("generate", _DELETE, "generate: required key is missing"),

@@ -122,7 +122,7 @@ def test_model_ids_local_cached_offline_and_online(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(LFS_POINTER)
     assert "Git LFS pointer" in _one(preflight.check_model_id(folder))
     msg = _one(preflight.check_model_id("someone/not-downloaded", what="diffusion model"))
-    assert "HF_HUB_OFFLINE=1" in msg and "not in the local Hub cache" in msg and "hf download" in msg
+    assert "HF_HUB_OFFLINE=1" in msg and "nor in the local Hub cache" in msg and "hf download" in msg
     assert "does not exist" in _one(preflight.check_model_id("./no/such/folder"))
     # a repo in the local Hub cache (the layout huggingface_hub writes) passes offline
     repo = os.path.join(hc.HF_HUB_CACHE, "models--someone--cached-model")

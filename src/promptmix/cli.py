@@ -187,10 +187,32 @@ class Terminated(KeyboardInterrupt):
     finished chunks are kept; the same command resumes."""
 
 
+_TERMINATED = {"requested": False}
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a ``__del__`` (garbage collection), where an exception is printed as
+    "Exception ignored" and lost instead of unwinding the command."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_sigterm(command: str):
+    import signal
+
     def handler(signum, frame):
-        print(f"promptmix {command}: received SIGTERM (the job was stopped or preempted); stopping: finished work "
-              "is kept, rerun the same command to resume", file=sys.stderr, flush=True)
+        if not _TERMINATED["requested"]:
+            _TERMINATED["requested"] = True
+            print(f"promptmix {command}: received SIGTERM (the job was stopped or preempted); stopping: finished "
+                  "work is kept, rerun the same command to resume", file=sys.stderr, flush=True)
+        if _in_finalizer(frame):  # raising here would be swallowed: deliver the signal again in a moment
+            import threading
+
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            return
         raise Terminated()
     return handler
 
@@ -219,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm(args.command))
+    _TERMINATED["requested"] = False
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        if _TERMINATED["requested"]:  # the signal's exception was lost somewhere (a callback that swallows it)
+            raise Terminated()
+        return code
     except PromptmixError as exc:
         print(f"promptmix {args.command}: error: {exc}", file=sys.stderr)
         if os.environ.get("PROMPTMIX_TRACEBACK"):
