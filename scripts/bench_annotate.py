@@ -45,20 +45,6 @@ SHARE_GOAL = 85.0
 BATCH = 8
 
 
-def _images(n: int, width: int, height: int):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        small = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
-        im = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-        noise = rng.integers(-12, 12, (height, width, 3))
-        out.append(Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + noise, 0, 255).astype(np.uint8)))
-    return out
-
-
 class _ForwardClock:
     """Wraps ``predict_density``: the seconds spent in the networks' forward passes."""
 
@@ -123,11 +109,12 @@ def measure(n: int = 32, width: int = 512, height: int = 384, repeats: int = 5, 
     from promptmix.annotation.annotators import counting as counting_mod
     from promptmix.models.counting import CounterConfig, build_counter, save_counter
     from promptmix.testing._annotators import write_generated_run
+    from promptmix.testing.synthetic import smooth_noise_images
 
     tmp = Path(tempfile.mkdtemp(prefix="promptmix-bench-annotate-"))
     real_predict = counting_mod.predict_density
     try:
-        run = write_generated_run(tmp / "run", _images(n, width, height), task="counting", chunk_size=8)
+        run = write_generated_run(tmp / "run", smooth_noise_images(n, width, height), task="counting", chunk_size=8)
         folders = []
         for seed in (0, 1):
             config = CounterConfig.default("csrnet", width_div=width_div)

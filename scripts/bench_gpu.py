@@ -266,20 +266,6 @@ def time_generate(pipe, spec: dict, batch: int, device) -> float:
 
 
 # -- annotation -------------------------------------------------------------------------------------------------
-def _smooth_images(n: int, width: int, height: int):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        small = rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
-        im = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
-        noise = rng.integers(-12, 12, (height, width, 3))
-        out.append(Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + noise, 0, 255).astype(np.uint8)))
-    return out
-
-
 def bench_annotate(device, dtype, *, toy: bool, tmp: Path, echo) -> list[dict]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -287,10 +273,11 @@ def bench_annotate(device, dtype, *, toy: bool, tmp: Path, echo) -> list[dict]:
     from promptmix.annotation.annotate.runner import annotate_run
     from promptmix.models.counting import CounterConfig, build_counter, save_counter
     from promptmix.testing._annotators import write_generated_run
+    from promptmix.testing.synthetic import smooth_noise_images
 
     width, height = (256, 192) if toy else (1024, 768)
     n, batch = (8, 4) if toy else (64, 8)
-    run = write_generated_run(tmp / "annotate-run", _smooth_images(n, width, height), task="counting",
+    run = write_generated_run(tmp / "annotate-run", smooth_noise_images(n, width, height), task="counting",
                               chunk_size=batch * 4)
     rows = []
     for arch in COUNTERS:

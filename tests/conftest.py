@@ -34,3 +34,14 @@ def tiny_models(tmp_path_factory):
     from promptmix.testing import save_tiny_models
 
     return save_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate's process-wide state reset after the test (a test that builds an Accelerator with other
+    settings, e.g. cpu=True or mixed precision, must not leak them into the next)."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

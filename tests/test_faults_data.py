@@ -365,16 +365,7 @@ def test_r_mix_0_with_promptmix_mixing_is_a_config_error():
         TrainConfig(task="counting", real="r", fake="f", mixing="promptmix", r_mix=0, output_dir="o")
 
 
-@pytest.fixture
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def test_training_stops_when_a_validation_metric_is_nan(tmp_path, monkeypatch, _fresh_accelerate_state):
+def test_training_stops_when_a_validation_metric_is_nan(tmp_path, monkeypatch, fresh_accelerate_state):
     from promptmix.errors import TrainingError
     from promptmix.testing.synthetic import write_fake_dataset, write_real_dataset
     from promptmix.training.train import trainer

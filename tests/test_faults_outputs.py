@@ -188,7 +188,7 @@ def test_an_earlier_publish_folder_now_holding_the_run_is_refused(run_copy, tmp_
     assert _tree(pub) == before
 
 
-@pytest.mark.usefixtures("_fresh_accelerate_state")
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_report_out_is_never_a_training_run_or_around_one(tmp_path):
     from promptmix.training.report.report import write_report
     from promptmix.training.train.trainer import train
@@ -205,7 +205,7 @@ def test_report_out_is_never_a_training_run_or_around_one(tmp_path):
     assert write_report([run_a], tmp_path / "report").report.is_file()
 
 
-@pytest.mark.usefixtures("_fresh_accelerate_state")
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_training_output_dir_is_never_its_data_or_a_folder_of_the_users(tmp_path):
     from promptmix.training.train.trainer import train
 
@@ -561,15 +561,6 @@ def test_every_writer_of_a_run_folder_is_refused_while_another_holds_it(run_copy
         {k: v for k, v in before.items() if not k.startswith(".lock")}
 
 
-@pytest.fixture
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def _train_config(tmp_path, out, **kw):
     from promptmix.testing.synthetic import write_fake_dataset, write_real_dataset
     from promptmix.training.train.config import TrainConfig
@@ -585,7 +576,7 @@ def _train_config(tmp_path, out, **kw):
     return TrainConfig(**base)
 
 
-@pytest.mark.usefixtures("_fresh_accelerate_state")
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_training_takes_the_lock_of_its_output_folder(tmp_path, held):
     from promptmix.training.train.trainer import train
 
@@ -598,7 +589,7 @@ def test_training_takes_the_lock_of_its_output_folder(tmp_path, held):
     assert not (out / "metrics.json").exists()
 
 
-@pytest.mark.usefixtures("_fresh_accelerate_state")
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_resume_skips_a_broken_newest_checkpoint(tmp_path, caplog):
     from accelerate.state import AcceleratorState, GradientState
 

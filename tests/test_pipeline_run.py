@@ -388,16 +388,7 @@ def test_finetune_can_continue_only_up_to_more_steps(tmp_path):
     assert not finetune_can_continue(ft(epochs=1))
 
 
-@pytest.fixture
-def _fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def test_a_training_run_continues_when_only_its_epochs_grow(tmp_path, monkeypatch, _fresh_accelerate_state):
+def test_a_training_run_continues_when_only_its_epochs_grow(tmp_path, monkeypatch, fresh_accelerate_state):
     from promptmix.testing.synthetic import write_real_dataset
     from promptmix.training.train import trainer
     from promptmix.training.train.config import TrainConfig
