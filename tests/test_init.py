@@ -40,6 +40,9 @@ def test_init_writes_the_papers_settings_with_only_the_inputs_to_fill(tmp_path, 
     assert "[missing] annotate.annotators[0]: /weights/SASNet_SHHB.pth" in printed
     assert "https://github.com/TencentYoutuResearch/CrowdCounting-SASNet" in printed
     assert "CompVis/stable-diffusion-v1-4" in printed and f"promptmix run {out} --check" in printed
+    # the students' ImageNet backbones are downloads too (`pretrained: imagenet` -> its Hub id), listed once each
+    assert re.search(r"train\.rescsrnet-baseline\.pretrained +timm/resnet18\.tv_in1k", printed)
+    assert printed.count("timm/vgg16.tv_in1k  (https://") == 1
 
     # `run --check` lists every missing input with its link, before anything runs
     assert main(["run", str(out), "--check"]) == 1
