@@ -98,3 +98,26 @@ def test_the_promptmix_citation_has_its_venue_year_and_arxiv_id():
     assert "year          = {2023}" in promptmix and "IJCNN" in promptmix and "2301.12914" in promptmix
     mvc = next(c["bibtex"] for c in CITATIONS if c["key"] == "rahat_mvc")
     assert "{2025}" in mvc and "WACV" in mvc and "2412.15358" in mvc
+
+
+def test_a_sigterm_landing_in_a_finalizer_is_delivered_again_not_lost(monkeypatch):
+    """An exception raised inside ``__del__`` is printed as "ignored" and lost: there the handler re-sends the
+    signal instead of raising, and everywhere else it raises ``Terminated``."""
+    import promptmix.cli as cli
+
+    sent = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setitem(cli._TERMINATED, "requested", False)
+    handler = cli._on_sigterm("demo")
+
+    class Finalized:
+        def __del__(self):
+            handler(signal.SIGTERM, sys._getframe())  # returns: the signal is sent again in a moment
+
+    Finalized()
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [(os.getpid(), signal.SIGTERM)] and cli._TERMINATED["requested"]
+    with pytest.raises(cli.Terminated):
+        handler(signal.SIGTERM, sys._getframe())
