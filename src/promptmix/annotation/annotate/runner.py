@@ -27,7 +27,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -331,7 +331,14 @@ def label_problem(store, chunk: int, row_ids: Sequence[str], image_sha256: str, 
     why = store.problem(chunk, row_ids, column=S.ROW_ID)
     if why is not None:
         return why
-    labelled = (store.footer(chunk) or {}).get(IMAGE_SHA256)
+    return provenance_problem(store.footer(chunk) or {}, image_path, image_sha256)
+
+
+def provenance_problem(footer: Mapping[str, str], image_path: Path, image_sha256: str) -> str | None:
+    """How an annotation chunk's ``footer`` disagrees with the image chunk at ``image_path`` (sha256
+    ``image_sha256``), or None when it labels that very file (``annotate`` redoes such a chunk, ``filter``
+    refuses to join it)."""
+    labelled = footer.get(IMAGE_SHA256)
     if labelled is None:
         return (f"does not record which image chunk it labelled (written by an older promptmix), so it may label "
                 f"other images than {image_path}")

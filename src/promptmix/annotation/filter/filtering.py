@@ -108,7 +108,7 @@ def _redo(run: RunFolder, name: str) -> str:
 
 def _check_provenance(run: RunFolder, name: str, chunk: int, image_path: Path, image_sha256: str) -> None:
     """Annotation chunk ``chunk`` of ``name`` labels the image chunk at ``image_path`` as it is now."""
-    from ..annotate.runner import IMAGE_SHA256
+    from ..annotate.runner import provenance_problem
 
     store = run.annotation_chunks(name)
     path = store.path(chunk)
@@ -118,11 +118,8 @@ def _check_provenance(run: RunFolder, name: str, chunk: int, image_path: Path, i
     if footer is None:
         raise InputError(f"{path}: could not be read as Parquet ({store.problem(chunk)}); rerun {_redo(run, name)}: "
                          "it moves the file aside and annotates the chunk again")
-    labelled = footer.get(IMAGE_SHA256)
-    if labelled != image_sha256:
-        what = ("does not record which image chunk it labelled (written by an older promptmix)" if labelled is None
-                else f"labels another version of {image_path} (sha256 {labelled[:12]}... when annotated, "
-                     f"{image_sha256[:12]}... now: the images were generated again after annotating)")
+    what = provenance_problem(footer, image_path, image_sha256)
+    if what is not None:
         raise InputError(f"{path} {what}; labels and images that do not belong together are never joined. Rerun "
                          f"{_redo(run, name)}: it annotates those chunks again")
 
