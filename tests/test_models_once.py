@@ -53,3 +53,21 @@ def test_the_csrnet_annotator_and_the_csrnet_trainer_build_the_same_class(tmp_pa
     with torch.no_grad():
         assert torch.equal(ann.model(x), trainer.eval()(x))
     assert isinstance(ann.model, nn.Module) and type(ann.model) is type(trainer)
+
+
+def test_backbone_kinds_table_equals_each_built_model():
+    """``models.BACKBONE_KINDS`` (read without torch, by `promptmix init` and the pre-flight check) is what each
+    model carries once built; ``pretrained_id`` maps ``imagenet`` through it."""
+    import torch
+
+    from promptmix.models import BACKBONE_KINDS, DEFAULT_PRETRAINED, MODEL_NAMES, MODEL_TASKS, create_model, pretrained_id
+
+    assert set(BACKBONE_KINDS) == set(MODEL_NAMES)
+    for name in MODEL_NAMES:
+        kwargs = {"num_classes": 2} if MODEL_TASKS[name] == "classification" else {}
+        with torch.device("meta"):
+            assert create_model(name, **kwargs).backbone_kind == BACKBONE_KINDS[name], name
+    assert pretrained_id("rescsrnet", "imagenet") == DEFAULT_PRETRAINED["resnet18"] == "timm/resnet18.tv_in1k"
+    assert pretrained_id("csrnet", "imagenet") == "timm/vgg16.tv_in1k"
+    assert pretrained_id("efficientnet-b0", "imagenet") == "imagenet"  # no default copy: the loader says how
+    assert pretrained_id("csrnet", "me/my-vgg") == "me/my-vgg"

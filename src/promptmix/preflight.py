@@ -314,20 +314,6 @@ def check_writable(paths: Iterable[str | os.PathLike], *, subject: str | None = 
 
 
 # -- a whole pipeline config ------------------------------------------------------------------------------
-def _backbone_id(model_name: str, pretrained: str) -> str:
-    """The Hub id ``pretrained: imagenet`` means for ``model_name`` (its backbone's default weights)."""
-    import torch
-
-    from .models import DEFAULT_PRETRAINED, MODEL_TASKS, create_model
-
-    if pretrained != "imagenet":
-        return pretrained
-    kwargs = {"num_classes": 2} if MODEL_TASKS.get(model_name) == "classification" else {}
-    with torch.device("meta"):
-        kind = create_model(model_name, **kwargs).backbone_kind
-    return DEFAULT_PRETRAINED.get(kind, pretrained)
-
-
 def check_pipeline(cfg: Any, *, num_prompts: int | None = None) -> list[Problem]:
     """Every check above for a :class:`~promptmix.pipeline.config.PipelineConfig`, problems named by config key.
 
@@ -355,9 +341,11 @@ def check_pipeline(cfg: Any, *, num_prompts: int | None = None) -> list[Problem]
     if cfg.annotate is not None:
         for i, spec in enumerate(cfg.annotate.annotators):
             problems += check_annotator(spec, cfg.annotate.revision, subject=f"annotate.annotators[{i}]")
+    from .models import pretrained_id
+
     for name, run in cfg.train.items():
         if run.pretrained:
-            problems += check_model_id(_backbone_id(run.model, run.pretrained), run.pretrained_revision,
+            problems += check_model_id(pretrained_id(run.model, run.pretrained), run.pretrained_revision,
                                        what=f"pretrained backbone of {run.model}", subject=f"train.{name}.pretrained")
         if run.weights:
             from .models.checkpoints import sniff_checkpoint

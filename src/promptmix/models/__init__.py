@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError
+from .backbone_ids import BACKBONE_KINDS, DEFAULT_PRETRAINED
 
 if TYPE_CHECKING:  # pragma: no cover - torch is imported when a model is built (keeps the name tables light)
     from torch import nn
@@ -57,6 +58,12 @@ MODEL_TASKS = {
 }
 MODEL_NAMES = tuple(MODEL_TASKS)
 DEFAULT_MODEL = {"counting": "rescsrnet", "depth": "guidedepth", "classification": "resnet18"}
+def pretrained_id(model_name: str, pretrained: str) -> str:
+    """What ``pretrained`` names for ``model_name``: ``imagenet`` is its backbone's default Hub id (or stays
+    ``imagenet`` when the backbone has none); anything else is itself."""
+    if pretrained != "imagenet":
+        return pretrained
+    return DEFAULT_PRETRAINED.get(BACKBONE_KINDS.get(model_name), pretrained)
 
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
@@ -130,12 +137,12 @@ def create_model(name: str, *, pretrained: str | None = None, pretrained_revisio
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DEFAULT_PRETRAINED", "load_pretrained_backbone"):
+    if name == "load_pretrained_backbone":
         from . import pretrained
 
         return getattr(pretrained, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "MODEL_NAMES", "MODEL_TASKS", "create_model", "list_models",
+__all__ = ["BACKBONE_KINDS", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "MODEL_NAMES", "MODEL_TASKS", "create_model", "list_models",
            "load_pretrained_backbone", "model_task"]

@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelLoadError
+from .backbone_ids import DEFAULT_PRETRAINED
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PRETRAINED = {"vgg16": "timm/vgg16.tv_in1k", "resnet18": "timm/resnet18.tv_in1k",
-                      "resnet50": "timm/resnet50.tv_in1k", "wide_resnet50_2": "timm/wide_resnet50_2.tv_in1k"}
 #: how to make a safetensors file for the backbones that have no default Hub copy in the expected key layout
 CONVERT_HINT = {
     "efficientnet_b0": "save torchvision's efficientnet_b0(weights='IMAGENET1K_V1').state_dict() with "

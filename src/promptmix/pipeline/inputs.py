@@ -161,11 +161,11 @@ def hub_models(config) -> list[tuple[str, str]]:
             target = parse_spec(spec).target
             if not _is_local_file_ref(target) and is_hub_id(target):
                 out.append((f"annotate.annotators[{i}]", target))
-    from ..preflight import _backbone_id
+    from ..models import pretrained_id
 
     for name, run in config.train.items():
         if run.pretrained and not _is_local_file_ref(run.pretrained):
-            out.append((f"train.{name}.pretrained", _backbone_id(run.model, run.pretrained)))
+            out.append((f"train.{name}.pretrained", pretrained_id(run.model, run.pretrained)))
     seen: set[str] = set()
     return [(k, v) for k, v in out if is_hub_id(v) and not (v in seen or seen.add(v))]
 
