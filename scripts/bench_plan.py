@@ -53,10 +53,10 @@ def measure(files: int = 2000, repeats: int = 5) -> list[dict]:
     old_cache = os.environ.get("PROMPTMIX_CACHE_DIR")
     os.environ["PROMPTMIX_CACHE_DIR"] = str(tmp / "user-cache")
     try:
-        from promptmix.pipeline.demo import write_demo_inputs
+        from promptmix.pipeline.demo import DemoSettings, write_demo_inputs
         from promptmix.pipeline.engine import run_pipeline
 
-        base_config = write_demo_inputs(tmp / "demo")
+        base_config = write_demo_inputs(tmp / "demo", DemoSettings.tiny_random())
         cfg = yaml.safe_load(base_config.read_text(encoding="utf-8"))
         raw_b = Path(cfg["real"]["root"])
         raw_a = tmp / "raw-a"

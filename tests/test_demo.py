@@ -17,7 +17,7 @@ from promptmix.pipeline.demo import DemoSettings, run_demo
 
 pytestmark = pytest.mark.slow
 
-SMALL = DemoSettings(n_train=6, n_test=2, size=(64, 48), images_per_prompt=2, steps=2, r_mix=4, epochs=1)
+SMALL = DemoSettings.tiny_random(n_train=6, n_test=2, size=(64, 48), images_per_prompt=2, steps=2, r_mix=4, epochs=1)
 
 
 def test_demo_runs_the_pipeline_and_reports(tmp_path):

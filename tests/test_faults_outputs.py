@@ -627,13 +627,14 @@ def test_the_card_escapes_prompt_text(finished, tmp_path):
 
 
 def test_demo_never_replaces_a_folder_of_the_users_own(tmp_path, tiny_models):
-    from promptmix.pipeline.demo import write_demo_inputs
+    from promptmix.pipeline.demo import DemoSettings, write_demo_inputs
 
+    tiny = DemoSettings.tiny_random()
     mine = tmp_path / "a" / "models" / "sd"
     mine.mkdir(parents=True)
     (mine / "weights.ckpt").write_bytes(b"my own model")
     with pytest.raises(OutputError, match="did not write"):
-        write_demo_inputs(tmp_path / "a")
+        write_demo_inputs(tmp_path / "a", tiny)
     assert (mine / "weights.ckpt").read_bytes() == b"my own model"
 
     out = tmp_path / "b"
@@ -642,7 +643,7 @@ def test_demo_never_replaces_a_folder_of_the_users_own(tmp_path, tiny_models):
     (out / "raw").mkdir()
     (out / "raw" / "photos.zip").write_bytes(b"holiday")
     with pytest.raises(OutputError, match="did not write.*photos.zip"):
-        write_demo_inputs(out)
+        write_demo_inputs(out, tiny)
     assert (out / "raw" / "photos.zip").read_bytes() == b"holiday"
 
 

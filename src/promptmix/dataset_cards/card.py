@@ -450,6 +450,23 @@ def _first(mapping: Mapping[str, Any] | None, *keys: str) -> Any:
     return None
 
 
+def _annotator_eval(inputs: CardInputs) -> dict | None:
+    """``RUN/annotations/real_eval.json`` (``annotate.evaluate_split``): each annotator on real labelled images."""
+    from ..annotation.evaluate import read_real_eval
+    from ..run_folder import RunFolder
+
+    if not getattr(inputs, "run_dir", None):
+        return None
+    record = read_real_eval(RunFolder(inputs.run_dir))
+    if not record or not record.get("annotators"):
+        return None
+    rows = []
+    for name, r in record["annotators"].items():
+        rows.append({"name": name, "n": r.get("n"), "mae": r.get("mae"), "rmse": r.get("rmse"),
+                     "accuracy": r.get("accuracy"), "mean_count": r.get("mean_count")})
+    return {"split": record.get("split"), "task": record.get("task"), "rows": rows}
+
+
 def _stage(inputs: CardInputs, name: str) -> dict[str, Any]:
     return dict((inputs.manifest.get("stages") or {}).get(name) or {})
 
@@ -887,7 +904,7 @@ def card_context(inputs: CardInputs, *, repo_id: str, version: str, figures: Map
         "generator": display_model_name(generator_id) if generator_id else "unknown",
         "generator_license": dataclasses.asdict(gen_license), "source_license": dataclasses.asdict(src_license),
         "license_meta": license_meta, "license_overridden": bool(license),
-        "annotators": annotators, "k": k, "targets": targets, "keep_percent": facts["keep_percent"], "threshold": facts["threshold"],
+        "annotators": annotators, "annotator_eval": _annotator_eval(inputs), "k": k, "targets": targets, "keep_percent": facts["keep_percent"], "threshold": facts["threshold"],
         "rows_all": facts["rows_all"], "rows_kept": facts["rows_kept"], "scored": facts["scored"],
         "score_min": facts["score_min"], "score_median": facts["score_median"], "score_max": facts["score_max"],
         "annotation_failed": facts["annotation_failed"],

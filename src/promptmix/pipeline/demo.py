@@ -44,38 +44,75 @@ WRITTEN_HASH = ".demo.yaml.sha256"
 
 @dataclasses.dataclass
 class DemoSettings:
-    """Sizes of the demo (chosen to finish in well under 3 minutes on 2 CPU cores)."""
+    """Sizes of the demo. The defaults are the learned toy world's (about a minute on 2 CPU cores);
+    :meth:`tiny_random` gives the tiny random models' (``promptmix demo --random-models``)."""
 
-    n_train: int = 24  # real training images (the builder moves some into the validation split)
-    n_test: int = 8
-    size: tuple[int, int] = (160, 120)  # (W, H) of the real images
-    images_per_prompt: int = 3  # k
-    steps: int = 4  # denoising steps of the tiny generator
+    random_models: bool = False  # True: tiny random stand-ins (promptmix.testing), numbers meaningless
+    n_train: int = 20  # real training images (the builder moves some into the validation split)
+    n_test: int = 40
+    size: tuple[int, int] = (128, 96)  # (W, H) of the real images (the toy models are trained at 128x96)
+    images_per_prompt: int = 4  # k
+    steps: int = 20  # denoising steps
+    guidance_scale: float | None = 3.0  # None: the pipeline's default
     keep_percent: float = 75.0  # r_img
-    r_mix: int = 16  # fake rows drawn afresh every epoch
-    epochs: int = 10
+    target: str = "mean"  # the fake rows' training target: an annotator's name, or the annotators' mean
+    r_mix: int = 32  # fake rows drawn afresh every epoch
+    epochs: int = 30
     lr: float = 1e-3
-    seed: int = 0
+    crop_size: int | None = None
+    seed: int = 0  # of the real data (toy-world scenes) and of generation; must stay below 1000 (toy models)
+    toy_models_dir: str | None = None  # another folder written by scripts/train_toy_models.py --out DIR
+
+    @classmethod
+    def tiny_random(cls, **overrides: Any) -> "DemoSettings":
+        """The tiny random models' demo (the demo before the toy models existed)."""
+        base = dict(random_models=True, n_train=24, n_test=8, size=(160, 120), images_per_prompt=3, steps=4,
+                    guidance_scale=None, keep_percent=75.0, target="counter-a", r_mix=16, epochs=10, lr=1e-3,
+                    crop_size=64)
+        base.update(overrides)
+        return cls(**base)
+
+    def raw_stamp(self) -> dict:
+        """What decides the raw dataset (a raw folder written with other values is written again)."""
+        return {"world": "random" if self.random_models else "toy", "n_train": self.n_train, "n_test": self.n_test,
+                "size": list(self.size), "seed": self.seed}
 
 
 def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) -> dict[str, Any]:
     """The demo's pipeline config (absolute paths, so it runs from anywhere)."""
     train_common = {"model": "rescsrnet", "width_div": 4, "epochs": s.epochs, "lr": s.lr, "batch_size": 2,
-                    "crop_size": 64, "seed": 42, "report_to": "none", "cpu": True}
+                    "crop_size": s.crop_size, "seed": 42, "report_to": "none", "cpu": True}
+    if train_common["crop_size"] is None:
+        del train_common["crop_size"]
+    max_side = max(s.size)
+    generate = {"model": str(models["sd"]), "images_per_prompt": s.images_per_prompt, "steps": s.steps,
+                "max_side": max_side, "seed": s.seed, "chunk_size": 8, "batch_size": 4, "device": "cpu"}
+    if s.guidance_scale is not None:
+        generate["guidance_scale"] = s.guidance_scale
+    if s.random_models:
+        caption = {"model": str(models["captioner"]), "max_new_tokens": 8, "batch_size": 8}
+        prompts = {"prefix": "large crowd", "suffix": "grayscale"}
+        notice = "Made by `promptmix demo` with tiny random models: the images and labels are noise."
+    else:
+        # the toy captions already name the density and black and white / colour (promptmix.toy.world)
+        caption = {"model": str(models["captioner"]), "max_new_tokens": 16, "batch_size": 16}
+        prompts = {}
+        generate.update(chunk_size=16, batch_size=8)
+        notice = ("Made by `promptmix demo` in the toy world (promptmix.toy): procedural crowds, and models "
+                  "trained on them by scripts/train_toy_models.py. A working-order check of the method, not "
+                  "real data.")
     return {
         "run_dir": str(out / "run"),
         "task": "counting",
         "real": {"builder": "shanghaitech", "root": str(raw), "part": "B"},
-        "caption": {"model": str(models["captioner"]), "max_new_tokens": 8, "batch_size": 8},
-        "prompts": {"prefix": "large crowd", "suffix": "grayscale"},
-        "generate": {"model": str(models["sd"]), "images_per_prompt": s.images_per_prompt, "steps": s.steps,
-                     "max_side": 160, "seed": s.seed, "chunk_size": 8, "batch_size": 4, "device": "cpu"},
+        "caption": caption,
+        "prompts": prompts,
+        "generate": generate,
         "annotate": {"annotators": [f"counter-a:{models['counter_a']}", f"counter-b:{models['counter_b']}"],
-                     "batch_size": 8, "device": "cpu"},
-        "filter": {"keep_percent": s.keep_percent, "target": "counter-a"},
+                     "batch_size": 8, "device": "cpu", **({} if s.random_models else {"evaluate_split": "test"})},
+        "filter": {"keep_percent": s.keep_percent, "target": s.target},
         "publish": {"repo_id": "local/promptmix-demo", "version": "0.1.0", "push": False,
-                    "local_dir": str(RunFolder(out / "run").publish),
-                    "notice": "Made by `promptmix demo` with tiny random models: the images and labels are noise."},
+                    "local_dir": str(RunFolder(out / "run").publish), "notice": notice},
         "train": {
             "real-only": {**train_common, "mixing": "none"},
             "promptmix": {**train_common, "mixing": "promptmix", "r_mix": s.r_mix},
@@ -84,41 +121,77 @@ def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) 
 
 
 HEADER = """\
-# promptmix demo: the whole pipeline with tiny random models (offline, CPU).
+# promptmix demo: the whole pipeline {what} (offline, CPU).
 # Run it again with:   promptmix run {path}
 # Edit it freely: `promptmix demo` keeps an edited demo.yaml (delete it to get this one back).
 # The models can be swapped one line each, e.g.
 #   caption:  model: Salesforce/blip-image-captioning-base
 #   generate: model: stabilityai/stable-diffusion-2-1-base
 #   annotate: annotators: [sasnet=checkpoints/SASNet_SHHB.pth]   (SASNet's released SHHB.pth)
-# but the sizes here are toy ones (4 steps, max_side 160, width_div 4, 10 epochs, cpu). For a real run with the
-# paper's settings:  promptmix init shtb   (writes promptmix_shtb.yaml and lists the files it needs with links,
-# docs/DATASETS.md).
+# but the sizes here are toy ones ({steps} steps, max_side {max_side}, width_div 4, {epochs} epochs, cpu). For a
+# real run with the paper's settings:  promptmix init shtb   (writes promptmix_shtb.yaml and lists the files it
+# needs with links, docs/DATASETS.md).
 """
 
 
-def write_demo_inputs(out: str | Path, settings: DemoSettings | None = None) -> Path:
-    """Write the tiny models, the raw crowd dataset and ``OUT/demo.yaml``; returns the config path."""
-    from ..testing import save_tiny_models
-    from ..testing.raw_datasets import write_shanghaitech_raw
+def demo_models(out: Path, s: DemoSettings) -> dict[str, Path]:
+    """The demo's models: the toy world's trained ones (shipped in the package, checked against their manifest),
+    or tiny random ones written under ``OUT/models``."""
+    if s.random_models:
+        from ..testing import save_tiny_models
+
+        return save_tiny_models(out / "models", keys=("sd", "captioner", "counter_a", "counter_b"), seed=s.seed)
+    from ..toy.models import toy_models
+
+    if not 0 <= s.seed < 1000:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"seed: expected 0 <= seed < 1000 for the toy world (the toy models were trained on "
+                          f"scene seeds >= 1000, so the demo's data are never their training data); got {s.seed}")
+    return toy_models(s.toy_models_dir) if s.toy_models_dir else toy_models()
+
+
+def write_raw(raw: Path, s: DemoSettings) -> None:
+    """The real dataset in ShanghaiTech's raw layout: toy-world scenes, or the testing kit's plain crowds."""
     from ..utils.io import atomic_path, write_text_atomic
+    from ..utils.outputs import guard_output, remove_stale_beside, write_marker
+
+    stamp = raw / ".demo-raw.json"
+    wanted = json.dumps(s.raw_stamp(), sort_keys=True)
+    if (raw / "part_B" / "test_data" / "ground-truth").is_dir() and stamp.is_file() \
+            and stamp.read_text(encoding="utf-8").strip() == wanted:
+        return
+    guard_output(raw, "demo", force_flag=None)  # a folder `raw` of the user's own is never replaced
+    remove_stale_beside(raw, "promptmix demo")
+    with atomic_path(raw) as tmp:
+        if s.random_models:
+            from ..testing.raw_datasets import write_shanghaitech_raw
+
+            write_shanghaitech_raw(tmp, part="B", n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed,
+                                   quality=75)
+        else:
+            from ..toy.world import WorldSettings, write_toy_shanghaitech
+
+            write_toy_shanghaitech(tmp, n_train=s.n_train, n_test=s.n_test, seed=s.seed,
+                                   settings=WorldSettings(size=tuple(s.size)))
+        write_marker(tmp, "demo")
+        write_text_atomic(tmp / stamp.name, wanted + "\n")
+
+
+def write_demo_inputs(out: str | Path, settings: DemoSettings | None = None) -> Path:
+    """Write (or find) the models, the raw crowd dataset and ``OUT/demo.yaml``; returns the config path."""
+    from ..utils.io import write_text_atomic
 
     s = settings or DemoSettings()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    models = save_tiny_models(out / "models", keys=("sd", "captioner", "counter_a", "counter_b"), seed=s.seed)
+    models = demo_models(out, s)
     raw = out / "raw"
-    if not (raw / "part_B" / "test_data" / "ground-truth").is_dir():
-        from ..utils.outputs import guard_output, remove_stale_beside, write_marker
-
-        guard_output(raw, "demo", force_flag=None)  # a folder `raw` of the user's own is never replaced
-        remove_stale_beside(raw, "promptmix demo")
-        with atomic_path(raw) as tmp:
-            write_shanghaitech_raw(tmp, part="B", n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed,
-                                   quality=75)
-            write_marker(tmp, "demo")
+    write_raw(raw, s)
     path = out / "demo.yaml"
-    text = HEADER.format(path=path) + yaml.safe_dump(demo_config(out, models, raw, s), sort_keys=False)
+    what = "with tiny random models" if s.random_models else "in the toy world, with its trained models"
+    text = HEADER.format(path=path, what=what, steps=s.steps, max_side=max(s.size), epochs=s.epochs) \
+        + yaml.safe_dump(demo_config(out, models, raw, s), sort_keys=False)
     if not edited_config(path):
         write_text_atomic(path, text)
         write_text_atomic(out / WRITTEN_HASH, sha256_text(text) + "\n")
@@ -140,6 +213,24 @@ def edited_config(path: Path) -> bool:
     return sha256_text(path.read_text(encoding="utf-8")) != written
 
 
+def effect_lines(run: RunFolder, records: dict) -> list[str]:
+    """The effect in one line (PromptMix's test MAE over real-only's) and each annotator's MAE on the test split."""
+    from ..annotation.evaluate import eval_lines, read_real_eval
+
+    out = []
+    try:
+        base = json.loads((run.train_run("real-only") / "metrics.json").read_text())["test/mae"]
+        mix = json.loads((run.train_run("promptmix") / "metrics.json").read_text())["test/mae"]
+    except (OSError, KeyError, ValueError):
+        return out
+    verdict = "better" if mix < base else "worse" if mix > base else "the same"
+    out.append(f"effect: PromptMix test MAE {mix:.2f} vs real-only {base:.2f}: ratio {mix / base:.3f} ({verdict})")
+    record = read_real_eval(run)
+    if record:
+        out += ["  " + line for line in eval_lines(record)]
+    return out
+
+
 def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | None = None, config_only: bool = False,
              echo: Callable[[str], None] = print) -> int:
     """Write the demo's inputs, run them through ``promptmix run``, print the results. Returns an exit code."""
@@ -148,12 +239,21 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
-    echo("promptmix demo: the whole pipeline, offline, on CPU, with TINY RANDOM models.")
-    echo("  The models are random stand-ins, so the images, labels and numbers below mean nothing;")
-    echo("  everything around them (caching, resume, schema, card, publishing, training) is the real code.")
-    echo(f"writing tiny models, a ShanghaiTech-style raw dataset and the config under {out} ...")
+    s = settings or DemoSettings()
+    if s.random_models:
+        echo("promptmix demo: the whole pipeline, offline, on CPU, with TINY RANDOM models.")
+        echo("  The models are random stand-ins, so the images, labels and numbers below mean nothing;")
+        echo("  everything around them (caching, resume, schema, card, publishing, training) is the real code.")
+        echo(f"writing tiny models, a ShanghaiTech-style raw dataset and the config under {out} ...")
+    else:
+        echo("promptmix demo: the whole pipeline, offline, on CPU, in the toy world (promptmix.toy).")
+        echo("  Procedural crowds with exact head points; a small Stable Diffusion pipeline, a BLIP captioner and")
+        echo("  two counters (CSRNet and DM-Count layout) trained on other toy scenes by scripts/train_toy_models.py.")
+        echo("  It checks that the method works as the paper says (a student trained on real + generated images")
+        echo("  beats one trained on the real images alone), not how much it helps on real data.")
+        echo(f"writing a toy crowd dataset in ShanghaiTech's raw layout and the config under {out} ...")
     kept = edited_config(out / "demo.yaml")
-    config_path = write_demo_inputs(out, settings)
+    config_path = write_demo_inputs(out, s)
     echo(f"  config: {config_path}" + ("  (your edited version, kept; delete it to get the demo's own back)"
                                         if kept else ""))
     if config_only:
@@ -167,10 +267,17 @@ def run_demo(out: str | Path = "promptmix-demo", *, settings: DemoSettings | Non
     run = config.run_folder
     publish_dir = config.publish_dir
     echo("")
-    echo("results (tiny random models, so the numbers are meaningless):")
     from ..training.report.report import compare_runs
 
-    echo(compare_runs(**config.report_arguments()).table())
+    comparison = compare_runs(**config.report_arguments())
+    if s.random_models:
+        echo("results (tiny random models, so the numbers are meaningless):")
+        echo(comparison.table())
+    else:
+        echo(f"results on the held-out toy test split ({s.n_test} images the models never saw):")
+        echo(comparison.table())
+        for line in effect_lines(run, result.records):
+            echo(line)
     filt = result.records.get("filter", {})
     if filt:
         echo(f"fake dataset: {filt.get('kept')} of {filt.get('rows')} generated images kept "

@@ -65,17 +65,21 @@ def _head_radius(y: float, h: int, horizon: float, near: float) -> float:
 
 
 def draw_crowd(rng: np.random.Generator, size: tuple[int, int], n_people: int, *,
-               off_frame: int = 0, radii: list | None = None) -> tuple[Image.Image, np.ndarray]:
+               off_frame: int = 0, radii: list | None = None, background=None,
+               near_frac: tuple[float, float] = (0.03, 0.06)) -> tuple[Image.Image, np.ndarray]:
     """An RGB crowd picture of ``size`` (W, H) and the (N, 2) float64 (x, y) head centres.
 
     People are placed below a random horizon, drawn far to near so nearer ones occlude;
     ``off_frame`` extra heads are placed up to 0.9 px outside the frame (as in real annotations).
     ``radii``, when given a list, receives each head's drawn radius (in the order of the centres).
+    ``background(rng, w, h, horizon) -> PIL image`` replaces the default scene (the toy world's scene types,
+    :mod:`promptmix.toy.world`); ``near_frac`` is the range of the nearest head's radius as a share of the
+    shorter side.
     """
     w, h = size
     horizon = float(rng.uniform(0.15, 0.45) * h)
-    near = max(1.5, min(w, h) * rng.uniform(0.03, 0.06))
-    im = _background(rng, w, h, horizon)
+    near = max(1.5, min(w, h) * rng.uniform(*near_frac))
+    im = (background or _background)(rng, w, h, horizon)
     draw = ImageDraw.Draw(im)
     ys = horizon + (h - horizon) * np.sqrt(rng.uniform(0, 1, size=n_people))  # denser far away
     xs = rng.uniform(0, w, size=n_people)

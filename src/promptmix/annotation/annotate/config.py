@@ -25,6 +25,10 @@ class AnnotateConfig(StageConfig):
     device: str | None = field(None, runtime=True, help="auto, cpu, cuda, cuda:N or mps")
     dtype: str | None = field(None, help="auto (fp16 on CUDA), float32, float16, bfloat16; part of the cache key as "
                                          "the dtype it resolves to")
+    evaluate_split: str | None = field(None, metavar="SPLIT",
+                                       help="also run every annotator over this split of the real dataset (e.g. "
+                                            "test) and record its error there (RUN/annotations/real_eval.json, "
+                                            "shown in the dataset card): counting MAE/RMSE, classification top-1")
 
     def validate(self) -> None:
         if not isinstance(self.annotators, list) or not self.annotators \
@@ -32,6 +36,8 @@ class AnnotateConfig(StageConfig):
             self.fail("annotators", "a non-empty list of annotator SPECs (strings)")
         if self.batch_size < 1:
             self.fail("batch_size", "an integer >= 1")
+        if self.evaluate_split is not None and not (isinstance(self.evaluate_split, str) and self.evaluate_split):
+            self.fail("evaluate_split", "a split name of the real dataset, such as test or validation")
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             self.fail("dtype", f"one of {', '.join(DTYPE_NAMES)}")
 

@@ -91,8 +91,21 @@ annotated by rank c % world_size.
 
         report = annotate_run(run, config.annotators, batch_size=config.batch_size, device=config.device,
                               dtype=config.dtype, revision=config.revision)
-        return {"annotators": [a.name for a in report.annotators], "rows": {a.name: a.rows for a in report.annotators},
-                "summary": report.summary()}
+        record = {"annotators": [a.name for a in report.annotators],
+                  "rows": {a.name: a.rows for a in report.annotators}, "summary": report.summary()}
+        if config.evaluate_split:
+            from accelerate import PartialState
+
+            from ..evaluate import evaluate_on_real
+
+            if PartialState().is_main_process:
+                record["real_eval"] = evaluate_on_real(run, config.annotators, config.evaluate_split,
+                                                       batch_size=config.batch_size, device=config.device,
+                                                       dtype=config.dtype, revision=config.revision)
+        return record
 
     def summary_lines(self, record: Mapping[str, Any]) -> list[str]:
-        return [record["summary"]]
+        from ..evaluate import eval_lines
+
+        extra = eval_lines({"annotators": record["real_eval"]}) if record.get("real_eval") else []
+        return [record["summary"], *extra]
