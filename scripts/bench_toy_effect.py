@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
               + "  ".join(f"{r['annotators'][n]:>20.3f}" for n in names) + f"  {r['kept']}/{r['rows']}")
     ratios = [r["ratio"] for r in results]
     mean = {n: sum(r["mae"][n] for r in results) / len(results) for n in RUNS}
-    print(f"mean  " + "  ".join(f"{mean[n]:>20.3f}" for n in RUNS)
+    print("mean  " + "  ".join(f"{mean[n]:>20.3f}" for n in RUNS)
           + f"  {sum(ratios) / len(ratios):5.3f}")
     steps = results[0]["steps"]
     print(f"optimizer steps (seed {results[0]['seed']}): " + ", ".join(f"{n} {steps[n]}" for n in RUNS))

@@ -20,7 +20,6 @@ script, seeds, toy-world settings, steps, wall time, final losses, evaluations a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -50,6 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a few steps of each on a few scenes (a check, not models)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sd-vae-steps", type=int, default=None, help="autoencoder steps of sd (default %d)" % STEPS["sd_vae"][0])
+    p.add_argument("--sd-unet-steps", type=int, default=None, help="U-Net steps of sd (default %d)" % STEPS["sd_unet"][0])
+    p.add_argument("--sd-unet-batch", type=int, default=32)
+    p.add_argument("--sd-decoder-steps", type=int, default=2000,
+                   help="steps of decoder-only fine-tuning of sd's autoencoder (sharper images from the same latents)")
+    p.add_argument("--sd-vae-from", default=None, metavar="DIR",
+                   help="start sd from this trained autoencoder folder (skips its first phase; its sha256 goes in "
+                        "the manifest)")
+    p.add_argument("--sd-vae-channels", default="16,32,32",
+                   help="autoencoder block widths; their number - 1 sets the scale factor (default 16,32,32: 4)")
     args = p.parse_args(argv)
 
     import torch
@@ -86,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                                         n_scenes=SCENES[mode]["captioner"], n_eval=20 if args.quick else 200,
                                         log=log)
         else:
-            trained = T.train_generator(tmp, vae_steps=STEPS["sd_vae"][step], unet_steps=STEPS["sd_unet"][step],
+            trained = T.train_generator(tmp, vae_steps=args.sd_vae_steps or STEPS["sd_vae"][step],
+                                        unet_steps=args.sd_unet_steps or STEPS["sd_unet"][step],
+                                        unet_batch=args.sd_unet_batch, decoder_steps=0 if args.quick else
+                                        args.sd_decoder_steps, vae_from=args.sd_vae_from,
+                                        vae_channels=tuple(int(c) for c in args.sd_vae_channels.split(",")),
                                         seed=args.seed, world=world, n_scenes=SCENES[mode]["sd"], log=log)
         final = out / name
         if final.exists():
@@ -94,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, final)
         trained.folder = final
         entry = trained.to_dict()
+        if name == "sd" and args.sd_vae_from:
+            entry["vae_from_files"] = toy_models.file_hashes(args.sd_vae_from)
         entry.update({"seconds": round(trained.seconds, 1), "final_loss": round(trained.final_loss, 5),
                       "files": toy_models.file_hashes(final), "command": command.strip(), "mode": mode})
         if name == "sd":

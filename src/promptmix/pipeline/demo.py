@@ -1,18 +1,21 @@
-"""``promptmix demo``: the whole pipeline offline, on CPU, in a few minutes, with tiny random models.
+"""``promptmix demo``: the whole pipeline offline, on CPU, in about a minute, in the learned toy world.
 
 It writes, under ``OUT/``::
 
-    models/          tiny random models in their real save formats (promptmix.testing.save_tiny_models)
-    raw/part_B/...   a small crowd dataset in ShanghaiTech's raw layout (procedural people, exact head points,
-                     JPEG quality 75; promptmix.testing.raw_datasets.write_shanghaitech_raw)
-    demo.yaml        the pipeline config pointing at them
+    raw/part_B/...   a crowd dataset in ShanghaiTech's raw layout: toy-world scenes (promptmix.toy.world:
+                     places, densities, colour and black and white, perspective, exact head points, JPEG 75)
+    demo.yaml        the pipeline config, pointing at the toy world's trained models (promptmix.toy.models:
+                     a Stable Diffusion pipeline, a BLIP captioner, a CSRNet- and a DM-Count-layout counter,
+                     shipped in the package and checked against their manifest)
     run/             the run folder of `promptmix run demo.yaml`: real/, captions/, prompts/, images/,
-                     annotations/, fake/, publish/ (the dataset repo, version 0.1.0), train/{real-only,promptmix}/,
-                     report/ (the runs against the real-only baseline: report.md and two PNGs)
+                     annotations/ (with real_eval.json: each annotator on the real test split), fake/,
+                     publish/ (the dataset repo, version 0.1.0), train/{real-only,promptmix}/, report/
 
 and runs ``demo.yaml`` through the same runner as ``promptmix run``, then prints the report stage's table
-(:mod:`promptmix.training.report`, as ``promptmix report`` prints it). Running the demo again reuses
-what is there (every stage is cached).
+(:mod:`promptmix.training.report`), the effect (PromptMix's test MAE over real-only's) and each annotator's
+MAE on the test images. ``DemoSettings.tiny_random()`` (``--random-models``) is the older demo: tiny random
+models written under ``OUT/models`` (promptmix.testing.save_tiny_models) and plain procedural crowds; its
+numbers mean nothing. Running the demo again reuses what is there (every stage is cached).
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ class DemoSettings:
     :meth:`tiny_random` gives the tiny random models' (``promptmix demo --random-models``)."""
 
     random_models: bool = False  # True: tiny random stand-ins (promptmix.testing), numbers meaningless
-    n_train: int = 20  # real training images (the builder moves some into the validation split)
+    n_train: int = 24  # real training images (the builder moves validation_fraction of them into validation)
+    validation_fraction: float | None = 0.25  # None: the builder's default (10 % for part B)
     n_test: int = 40
     size: tuple[int, int] = (128, 96)  # (W, H) of the real images (the toy models are trained at 128x96)
-    images_per_prompt: int = 4  # k
+    images_per_prompt: int = 8  # k
     steps: int = 20  # denoising steps
     guidance_scale: float | None = 3.0  # None: the pipeline's default
     keep_percent: float = 75.0  # r_img
@@ -66,7 +70,7 @@ class DemoSettings:
     @classmethod
     def tiny_random(cls, **overrides: Any) -> "DemoSettings":
         """The tiny random models' demo (the demo before the toy models existed)."""
-        base = dict(random_models=True, n_train=24, n_test=8, size=(160, 120), images_per_prompt=3, steps=4,
+        base = dict(random_models=True, n_train=24, validation_fraction=None, n_test=8, size=(160, 120), images_per_prompt=3, steps=4,
                     guidance_scale=None, keep_percent=75.0, target="counter-a", r_mix=16, epochs=10, lr=1e-3,
                     crop_size=64)
         base.update(overrides)
@@ -104,7 +108,9 @@ def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) 
     return {
         "run_dir": str(out / "run"),
         "task": "counting",
-        "real": {"builder": "shanghaitech", "root": str(raw), "part": "B"},
+        "real": {"builder": "shanghaitech", "root": str(raw), "part": "B",
+                 **({"options": {"validation_fraction": s.validation_fraction}}
+                    if s.validation_fraction is not None else {})},
         "caption": caption,
         "prompts": prompts,
         "generate": generate,

@@ -327,16 +327,57 @@ def word_clip_tokenizer(path: str | Path, words: list[str]):
     return CLIPTokenizer.from_pretrained(str(path))
 
 
+def _fit_autoencoder(vae, pixels: np.ndarray, steps: int, batch: int, lr: float, factor: int, rng, t0: float,
+                     log: Log, what: str, decoder_only: bool = False) -> float:
+    """L1 + MSE (+ a small KL term) on random 64x48 crops; with ``decoder_only`` the encoder's latents are fixed
+    (its means, no sampling) and only the decoder learns. Returns the last logged loss."""
+    n, h, w = pixels.shape[:3]
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = _schedule(opt, steps, 0.05)
+    avg = _Average()
+    value = float("nan")
+    ch, cw = 48, 64
+    for step in range(1, steps + 1):
+        idx = rng.integers(0, n, size=batch)
+        ys = rng.integers(0, h - ch + 1, size=batch) // factor * factor
+        xs = rng.integers(0, w - cw + 1, size=batch) // factor * factor
+        crop = np.stack([pixels[i, y:y + ch, x:x + cw] for i, y, x in zip(idx, ys, xs)])
+        x = torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if decoder_only:
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mean
+            rec = vae.decode(z).sample
+            loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
+        else:
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            kl = post.kl().mean() / (ch * cw * 3)
+            loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        avg.add(float(loss.detach()))
+        if _log_every(step, steps, max(1, steps // 10)):
+            value = avg.pop()
+            log(f"[sd] {what} step {step}/{steps} loss {value:.4f} ({time.perf_counter() - t0:.0f} s)")
+    return value
+
+
 def _images_tensor(images: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(_pixels(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: int, world: WorldSettings,
                     n_scenes: int = 4000, vae_batch: int = 16, unet_batch: int = 32, lr: float = 1e-3,
-                    cfg_dropout: float = 0.1, log: Log = print) -> Trained:
+                    cfg_dropout: float = 0.1, vae_channels: tuple[int, ...] = (16, 32, 32),
+                    decoder_steps: int = 0, vae_from: str | Path | None = None, log: Log = print) -> Trained:
     """A small Stable Diffusion pipeline trained from scratch on toy scenes and their template captions.
 
-    Two phases: an ``AutoencoderKL`` (scale factor 4, 4 latent channels) on random 64x48 crops, then the
+    Two phases: an ``AutoencoderKL`` (scale factor ``2 ** (len(vae_channels) - 1)``, 4 latent channels) on random
+    64x48 crops, then the
     ``UNet2DConditionModel`` and ``CLIPTextModel`` together on the frozen autoencoder's latents (epsilon
     prediction, 10% of captions dropped for classifier-free guidance, diffusers' ``EMAModel`` for the saved
     U-Net). Saved as a ``StableDiffusionPipeline`` with a DPM-Solver++ scheduler: ``AutoPipelineForText2Image
@@ -360,36 +401,28 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
     pixels = _pixels([s.image for s in train])  # (N, H, W, 3) uint8
     log(f"[sd] {n_scenes} training scenes (seed {train_seed}), {w}x{h}")
 
-    # phase 1: the autoencoder
-    vae = AutoencoderKL(block_out_channels=(16, 32, 32), in_channels=3, out_channels=3, latent_channels=4,
-                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=1, sample_size=max(w, h),
-                        mid_block_add_attention=False)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = _schedule(opt, vae_steps, 0.05)
-    log(f"[sd] autoencoder: {sum(p.numel() for p in vae.parameters()):,} parameters")
-    avg = _Average()
-    vae_loss = float("nan")
-    ch, cw = 48, 64
-    for step in range(1, vae_steps + 1):
-        idx = rng.integers(0, n_scenes, size=vae_batch)
-        ys = rng.integers(0, h - ch + 1, size=vae_batch) // 4 * 4
-        xs = rng.integers(0, w - cw + 1, size=vae_batch) // 4 * 4
-        crop = np.stack([pixels[i, y:y + ch, x:x + cw] for i, y, x in zip(idx, ys, xs)])
-        x = torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        kl = post.kl().mean() / (ch * cw * 3)
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        avg.add(float(loss.detach()))
-        if _log_every(step, vae_steps, max(1, vae_steps // 10)):
-            vae_loss = avg.pop()
-            log(f"[sd] autoencoder step {step}/{vae_steps} loss {vae_loss:.4f} ({time.perf_counter() - t0:.0f} s)")
+    # phase 1: the autoencoder (or a trained one), then its decoder alone (as Stability's sd-vae-ft-mse: sharper
+    # images from the same latents)
+    if vae_from is not None:
+        vae = AutoencoderKL.from_pretrained(str(vae_from))
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        log(f"[sd] autoencoder from {vae_from} ({sum(p.numel() for p in vae.parameters()):,} parameters)")
+        vae_loss = float("nan")
+    else:
+        factor = 2 ** (len(vae_channels) - 1)
+        vae = AutoencoderKL(block_out_channels=tuple(vae_channels), in_channels=3, out_channels=3, latent_channels=4,
+                            norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+                            up_block_types=("UpDecoderBlock2D",) * len(vae_channels), layers_per_block=1,
+                            sample_size=max(w, h), mid_block_add_attention=False)
+        log(f"[sd] autoencoder: {sum(p.numel() for p in vae.parameters()):,} parameters")
+        vae_loss = _fit_autoencoder(vae, pixels, vae_steps, vae_batch, lr, factor, rng, t0, log, "autoencoder")
+    decoder_loss = float("nan")
+    if decoder_steps:
+        vae.requires_grad_(False)
+        vae.decoder.requires_grad_(True)
+        vae.post_quant_conv.requires_grad_(True)
+        decoder_loss = _fit_autoencoder(vae, pixels, decoder_steps, vae_batch, lr * 0.5, factor, rng, t0, log,
+                                        "decoder", decoder_only=True)
     vae.eval().requires_grad_(False)
     with torch.inference_mode():
         latents = torch.cat([vae.encode(_images_tensor([s.image for s in train[i:i + 64]])).latent_dist.mean
@@ -409,10 +442,11 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
         max_position_embeddings=tokenizer.model_max_length, layer_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=64))
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=max(h, w) // 4,
+        block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=max(h, w) // factor,
         in_channels=4, out_channels=4, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), cross_attention_dim=64,
-        attention_head_dim=8, norm_num_groups=16)
+        attention_head_dim=8, norm_num_groups=16,
+        addition_embed_type="text")  # the caption, attention-pooled, joins the time embedding: every block sees it
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                 beta_schedule="scaled_linear", clip_sample=False)
     captions = [s.caption for s in train]
@@ -427,6 +461,7 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
         f"{sum(p.numel() for p in text_encoder.parameters()):,} parameters; tokens per caption "
         f"{int((caption_ids != tokenizer.pad_token_id).sum(1).float().mean())}")
     unet_loss = float("nan")
+    avg = _Average()
     for step in range(1, unet_steps + 1):
         unet.train()
         text_encoder.train()
@@ -461,10 +496,12 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(out), safe_serialization=True)
     shutil.rmtree(tok_dir, ignore_errors=True)
-    evaluation = {"reconstruction_psnr_db": round(psnr, 2), "autoencoder_final_loss": round(vae_loss, 5)}
+    evaluation = {"reconstruction_psnr_db": round(psnr, 2), "autoencoder_final_loss": round(vae_loss, 5),
+                  "decoder_final_loss": round(decoder_loss, 5)}
     return Trained("sd", "text-to-image", out, unet_steps, unet_batch, time.perf_counter() - t0, unet_loss,
-                   {"vae_steps": vae_steps, "vae_batch": vae_batch, "unet_steps": unet_steps, "lr": lr,
-                    "cfg_dropout": cfg_dropout, "n_scenes": n_scenes, "latent_scale_factor": 4,
+                   {"vae_steps": 0 if vae_from else vae_steps, "decoder_steps": decoder_steps,
+                    "vae_from": str(vae_from) if vae_from else None, "vae_batch": vae_batch, "unet_steps": unet_steps, "lr": lr,
+                    "cfg_dropout": cfg_dropout, "n_scenes": n_scenes, "latent_scale_factor": factor, "vae_channels": list(vae_channels),
                     "scaling_factor": round(scale, 6), "ema_decay": 0.999}, evaluation)
 
 
