@@ -141,28 +141,42 @@ def write_shanghaitech_raw(root: str | Path, part: str = "B", n_train: int = 6, 
         people: (min, max) people per image, inclusive.
         off_frame: heads per image annotated a fraction of a pixel outside the frame.
     """
-    import scipy.io
-
     part = str(part).upper()
     if part not in ("A", "B"):
         raise ValueError(f"part: expected 'A' or 'B'; got {part!r}")
-    root = Path(root)
     lo, hi = people or ((30, 150) if part == "A" else (10, 60))
     rng = np.random.default_rng(seed)
     k = 0
+
+    def draw() -> tuple[Image.Image, np.ndarray]:
+        nonlocal k
+        k += 1
+        im, pts = draw_crowd(rng, size, int(rng.integers(lo, hi + 1)), off_frame=off_frame)
+        if grayscale_every and k % grayscale_every == 0:
+            im = im.convert("L")
+        return im, pts
+
+    write_shanghaitech_files(root, part, n_train, n_test, draw, quality)
+    return Path(root)
+
+
+def write_shanghaitech_files(root: str | Path, part: str, n_train: int, n_test: int, draw, quality: int) -> list[str]:
+    """``root/part_<part>/{train,test}_data/{images/IMG_n.jpg, ground-truth/GT_IMG_n.mat}`` with one ``draw()`` ->
+    (image, (N, 2) head points) per file, train first; returns the ``<split>/IMG_n.jpg`` names in drawing order."""
+    import scipy.io
+
+    names = []
     for split, n in (("train_data", n_train), ("test_data", n_test)):
-        img_dir = root / f"part_{part}" / split / "images"
-        gt_dir = root / f"part_{part}" / split / "ground-truth"
+        img_dir = Path(root) / f"part_{part}" / split / "images"
+        gt_dir = Path(root) / f"part_{part}" / split / "ground-truth"
         img_dir.mkdir(parents=True, exist_ok=True)
         gt_dir.mkdir(parents=True, exist_ok=True)
         for i in range(1, n + 1):
-            k += 1
-            im, pts = draw_crowd(rng, size, int(rng.integers(lo, hi + 1)), off_frame=off_frame)
-            if grayscale_every and k % grayscale_every == 0:
-                im = im.convert("L")
+            im, pts = draw()
             _save_jpeg(im, img_dir / f"IMG_{i}.jpg", quality)
             scipy.io.savemat(gt_dir / f"GT_IMG_{i}.mat", shanghaitech_gt(pts))
-    return root
+            names.append(f"{split}/IMG_{i}.jpg")
+    return names
 
 
 def write_ucf_qnrf_raw(root: str | Path, n_train: int = 4, n_test: int = 2,

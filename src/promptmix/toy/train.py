@@ -72,6 +72,31 @@ def _schedule(opt: torch.optim.Optimizer, steps: int, warmup: float) -> torch.op
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _begin(out: str | Path, seed: int, name: str) -> tuple[float, Path, np.random.Generator, tuple[int, int]]:
+    """Start a training: the clock, the output folder (created), the seeded torch and numpy streams, and the
+    model's (train, evaluation) scene seeds."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    return time.perf_counter(), out, np.random.default_rng(seed), SCENE_SEEDS[name]
+
+
+def _step(loss: torch.Tensor, opt, sched, params, clip: float, avg: "_Average", step: int, steps: int, every: int,
+          log: Log, label: str, t0: float, last: float) -> float:
+    """One optimizer step (gradient clipping, schedule) and, every ``every`` steps, a log line of the mean loss since
+    the last one; returns the last logged mean."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    sched.step()
+    avg.add(float(loss.detach()))
+    if _log_every(step, steps, every):
+        last = avg.pop()
+        log(f"{label} step {step}/{steps} loss {last:.4f} ({time.perf_counter() - t0:.0f} s)")
+    return last
+
+
 class _Average:
     def __init__(self) -> None:
         self.total, self.n = 0.0, 0
@@ -175,15 +200,8 @@ def train_counter(out: str | Path, *, architecture: str, steps: int, seed: int, 
         pred = ARCHITECTURES[architecture].density(model((x - mean) / std))[:, 0] * config.density_scale
         count_err = (pred.sum(dim=(1, 2)) - target.sum(dim=(1, 2))).abs()
         loss = ((pred - target) ** 2).sum(dim=(1, 2)).mean() + 0.01 * count_err.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
-        avg.add(float(loss.detach()))
-        if _log_every(step, steps, max(1, steps // 10)):
-            loss_value = avg.pop()
-            log(f"[{name}] step {step}/{steps} loss {loss_value:.4f} ({time.perf_counter() - t0:.0f} s)")
+        loss_value = _step(loss, opt, sched, model.parameters(), 5.0, avg, step, steps, max(1, steps // 10), log,
+                       f"[{name}]", t0, loss_value)
     mae = counter_mae(model, config, eval_px, eval_counts)
     baseline = float(np.abs(eval_counts - np.mean([s.count for s in train])).mean())
     log(f"[{name}] held-out toy MAE {mae:.2f} (predicting the training mean: {baseline:.2f})")
@@ -209,12 +227,7 @@ def train_captioner(out: str | Path, *, steps: int, seed: int, world: WorldSetti
     from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil,
                               BlipProcessor)
 
-    t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    train_seed, eval_seed = SCENE_SEEDS["captioner"]
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    t0, out, rng, (train_seed, eval_seed) = _begin(out, seed, "captioner")
     tokens = list(BLIP_SPECIAL) + CAPTION_WORDS
     vocab = {t: i for i, t in enumerate(tokens)}
     (out / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
@@ -258,15 +271,8 @@ def train_captioner(out: str | Path, *, steps: int, seed: int, world: WorldSetti
         flip = torch.from_numpy(rng.uniform(size=batch_size) < 0.5)
         px = torch.where(flip.view(-1, 1, 1, 1), px.flip(-1), px)
         loss = model(pixel_values=px, input_ids=input_ids[idx], attention_mask=mask[idx], labels=labels[idx]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        avg.add(float(loss.detach()))
-        if _log_every(step, steps, max(1, steps // 10)):
-            loss_value = avg.pop()
-            log(f"[captioner] step {step}/{steps} loss {loss_value:.4f} ({time.perf_counter() - t0:.0f} s)")
+        loss_value = _step(loss, opt, sched, model.parameters(), 1.0, avg, step, steps, max(1, steps // 10), log,
+                       "[captioner]", t0, loss_value)
     model.eval()
     model.save_pretrained(str(out))
     processor.save_pretrained(str(out))
@@ -354,15 +360,8 @@ def _fit_autoencoder(vae, pixels: np.ndarray, steps: int, batch: int, lr: float,
             rec = vae.decode(post.sample()).sample
             kl = post.kl().mean() / (ch * cw * 3)
             loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        avg.add(float(loss.detach()))
-        if _log_every(step, steps, max(1, steps // 10)):
-            value = avg.pop()
-            log(f"[sd] {what} step {step}/{steps} loss {value:.4f} ({time.perf_counter() - t0:.0f} s)")
+        value = _step(loss, opt, sched, params, 1.0, avg, step, steps, max(1, steps // 10), log,
+                       f"[sd] {what}", t0, value)
     return value
 
 
@@ -390,12 +389,7 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
     from diffusers.training_utils import EMAModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    train_seed, eval_seed = SCENE_SEEDS["sd"]
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    t0, out, rng, (train_seed, eval_seed) = _begin(out, seed, "sd")
     w, h = world.size
     train = list(scenes(train_seed, n_scenes, world))
     pixels = _pixels([s.image for s in train])  # (N, H, W, 3) uint8
@@ -477,16 +471,9 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
         noisy = noise_sched.add_noise(lat, noise, t)
         cond = text_encoder(ids)[0]
         loss = torch.nn.functional.mse_loss(unet(noisy, t, cond).sample, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        unet_loss = _step(loss, opt, sched, params, 1.0, avg, step, unet_steps, max(1, unet_steps // 20), log,
+                          "[sd] U-Net", t0, unet_loss)
         ema.step(unet.parameters())
-        avg.add(float(loss.detach()))
-        if _log_every(step, unet_steps, max(1, unet_steps // 20)):
-            unet_loss = avg.pop()
-            log(f"[sd] U-Net step {step}/{unet_steps} loss {unet_loss:.4f} ({time.perf_counter() - t0:.0f} s)")
     ema.copy_to(unet.parameters())
     scheduler = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                             beta_schedule="scaled_linear", algorithm_type="dpmsolver++",

@@ -183,24 +183,18 @@ def write_toy_shanghaitech(root: str | Path, *, n_train: int, n_test: int, seed:
     """
     import json
 
-    import scipy.io
+    from ..testing.raw_datasets import write_shanghaitech_files
 
-    from ..testing.raw_datasets import _save_jpeg, shanghaitech_gt
-
-    root = Path(root)
     rng = np.random.default_rng(seed)
-    record = {}
-    for split, n in (("train_data", n_train), ("test_data", n_test)):
-        img_dir = root / f"part_{part}" / split / "images"
-        gt_dir = root / f"part_{part}" / split / "ground-truth"
-        img_dir.mkdir(parents=True, exist_ok=True)
-        gt_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(1, n + 1):
-            scene = draw_scene(rng, settings)
-            _save_jpeg(scene.image, img_dir / f"IMG_{i}.jpg", settings.quality)
-            scipy.io.savemat(gt_dir / f"GT_IMG_{i}.mat", shanghaitech_gt(scene.points))
-            record[f"{split}/IMG_{i}.jpg"] = {"place": scene.place, "density": scene.density,
-                                              "colour": scene.colour, "count": scene.count,
-                                              "caption": scene.caption}
+    drawn: list[Scene] = []
+
+    def draw() -> tuple[Image.Image, np.ndarray]:
+        drawn.append(draw_scene(rng, settings))
+        return drawn[-1].image, drawn[-1].points
+
+    names = write_shanghaitech_files(root, part, n_train, n_test, draw, settings.quality)
+    record = {name: {"place": s.place, "density": s.density, "colour": s.colour, "count": s.count,
+                     "caption": s.caption} for name, s in zip(names, drawn)}
+    root = Path(root)
     (root / "scenes.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return root
