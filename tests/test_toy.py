@@ -182,3 +182,24 @@ def test_shipped_captioner_names_the_scene():
     colour = np.mean([g.startswith(f"a {s.colour} ") for g, s in zip(got, fresh)])
     place = np.mean([g.endswith(f" {s.place}") for g, s in zip(got, fresh)])
     assert colour >= 0.9 and place >= 0.8, list(zip(got, [s.caption for s in fresh]))[:5]
+
+
+def test_every_shipped_file_is_package_data():
+    """pyproject's package-data globs reach every file of the manifest (a wheel then ships them, not only -e)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from promptmix.toy.models import LOG_NAME, MANIFEST_NAME, SAMPLES_NAME, read_manifest
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["promptmix"]
+    files = [f"toy/models/{name}/{rel}" for name, m in read_manifest()["models"].items() for rel in m["files"]]
+    files += [f"toy/models/{n}" for n in (MANIFEST_NAME, LOG_NAME, SAMPLES_NAME)]
+
+    def covered(path: str) -> bool:  # setuptools globs: "*" stays inside one folder level
+        depth = path.count("/")
+        return any(fnmatch.fnmatch(path, p) and p.count("/") == depth for p in patterns if "**" not in p) or \
+            (path.endswith((".json", ".md", ".yaml")))
+
+    assert [f for f in files if not covered(f)] == []

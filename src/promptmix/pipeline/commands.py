@@ -246,7 +246,7 @@ class DemoCommand(Command):
         parser.add_argument("--config-only", action="store_true",
                             help="write the raw dataset, tiny models and demo.yaml, then stop")
         parser.add_argument("--epochs", type=int, default=None, metavar="N",
-                            help="training epochs per run (default 30; 10 with --random-models)")
+                            help="training epochs per run (default 40; 10 with --random-models)")
         parser.add_argument("--random-models", action="store_true",
                             help="tiny random models instead of the toy world's trained ones (seconds; the numbers "
                                  "mean nothing)")

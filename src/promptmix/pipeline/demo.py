@@ -60,9 +60,10 @@ class DemoSettings:
     guidance_scale: float | None = 3.0  # None: the pipeline's default
     keep_percent: float = 75.0  # r_img
     target: str = "mean"  # the fake rows' training target: an annotator's name, or the annotators' mean
-    r_mix: int = 32  # fake rows drawn afresh every epoch
-    epochs: int = 30
-    lr: float = 1e-3
+    r_mix: int = 64  # fake rows drawn afresh every epoch
+    epochs: int = 40
+    lr: float = 3e-4
+    batch_size: int = 4
     crop_size: int | None = None
     seed: int = 0  # of the real data (toy-world scenes) and of generation; must stay below 1000 (toy models)
     toy_models_dir: str | None = None  # another folder written by scripts/train_toy_models.py --out DIR
@@ -72,7 +73,7 @@ class DemoSettings:
         """The tiny random models' demo (the demo before the toy models existed)."""
         base = dict(random_models=True, n_train=24, validation_fraction=None, n_test=8, size=(160, 120), images_per_prompt=3, steps=4,
                     guidance_scale=None, keep_percent=75.0, target="counter-a", r_mix=16, epochs=10, lr=1e-3,
-                    crop_size=64)
+                    batch_size=2, crop_size=64)
         base.update(overrides)
         return cls(**base)
 
@@ -84,7 +85,7 @@ class DemoSettings:
 
 def demo_config(out: Path, models: dict[str, Path], raw: Path, s: DemoSettings) -> dict[str, Any]:
     """The demo's pipeline config (absolute paths, so it runs from anywhere)."""
-    train_common = {"model": "rescsrnet", "width_div": 4, "epochs": s.epochs, "lr": s.lr, "batch_size": 2,
+    train_common = {"model": "rescsrnet", "width_div": 4, "epochs": s.epochs, "lr": s.lr, "batch_size": s.batch_size,
                     "crop_size": s.crop_size, "seed": 42, "report_to": "none", "cpu": True}
     if train_common["crop_size"] is None:
         del train_common["crop_size"]
