@@ -9,7 +9,10 @@ and the same generated images:
 - ``promptmix``: real + r_mix fake rows drawn afresh every epoch from the filtered fake set (kept 75 %);
 - ``promptmix-unfiltered``: the same from every generated image (no quality filtering, config ``all``);
 - ``real-only-steps``: the real split alone for as many optimizer steps as ``promptmix`` takes (more epochs),
-  so that a gain cannot come from more gradient steps alone.
+  so that a gain cannot come from more gradient steps alone;
+- ``control``: the ``promptmix`` run's settings with ideal "generated" images instead of the toy generator's:
+  fresh toy scenes labelled by the same two annotators through the real annotate and filter code
+  (``promptmix.toy.control``), so the table separates what the generator limits from the rest of the method.
 
 It prints test MAE per run and seed, PromptMix / real-only (goal: at most 0.8 on every seed), and each
 annotator's own MAE on the same test images (``annotate.evaluate_split``), as a table. Threads are pinned.
@@ -32,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 GOAL = 0.8
-RUNS = ("real-only", "promptmix", "promptmix-unfiltered", "real-only-steps")
+RUNS = ("real-only", "promptmix", "promptmix-unfiltered", "real-only-steps", "control")
 
 
 def run_seed(out: Path, seed: int, echo) -> dict:
@@ -56,7 +59,7 @@ def run_seed(out: Path, seed: int, echo) -> dict:
     # the real-only run with as many optimizer steps as the promptmix run
     rec = json.loads((run.train_run("promptmix") / "metrics.json").read_text())
     base = json.loads((run.train_run("real-only") / "metrics.json").read_text())
-    steps_mix, steps_real = rec.get("train/steps"), base.get("train/steps")
+    steps_mix, steps_real = (m["history"][-1]["steps"] if m.get("history") else None for m in (rec, base))
     if steps_mix and steps_real:
         epochs = math.ceil(s.epochs * steps_mix / steps_real)
     else:
@@ -64,12 +67,23 @@ def run_seed(out: Path, seed: int, echo) -> dict:
     config["train"]["real-only-steps"] = {**config["train"]["real-only"], "epochs": epochs}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     run_pipeline(load_config(path), echo=None)
+    # the control: the promptmix run's settings, ideal images labelled by the same annotators
+    from promptmix.toy.control import labelled_toy_fakes
+    from promptmix.training.train.config import TrainConfig
+    from promptmix.training.train.trainer import train
+
+    control_fake = labelled_toy_fakes(out / "control", config["annotate"]["annotators"],
+                                      keep_percent=s.keep_percent, target=s.target)
+    control_dir = run.train_run("control")
+    if not (control_dir / "metrics.json").is_file():
+        train(TrainConfig(task="counting", real=str(run.real), fake=str(control_fake), output_dir=str(control_dir),
+                          **config["train"]["promptmix"]))
     seconds = time.perf_counter() - t0
     metrics = {name: json.loads((run.train_run(name) / "metrics.json").read_text()) for name in RUNS}
     real_eval = json.loads((run.annotations / "real_eval.json").read_text())["annotators"]
     filt = run.stage_record("filter") or {}
     return {"seed": seed, "seconds": seconds, "mae": {n: metrics[n]["test/mae"] for n in RUNS},
-            "steps": {n: metrics[n].get("train/steps") for n in RUNS}, "epochs_real_steps": epochs,
+            "steps": {n: metrics[n]["history"][-1]["steps"] if metrics[n].get("history") else None for n in RUNS}, "epochs_real_steps": epochs,
             "annotators": {n: r["mae"] for n, r in real_eval.items()}, "kept": filt.get("kept"),
             "rows": filt.get("rows")}
 
@@ -115,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(x <= GOAL for x in ratios)
     print(f"goal: promptmix / real-only <= {GOAL} on every seed: {'met' if ok else 'NOT met'} "
           f"(worst {max(ratios):.3f})")
+    ctl = [r["mae"]["control"] / r["mae"]["real-only"] for r in results]
+    print("control (ideal images, same annotators) / real-only per seed " + ", ".join(f"{x:.3f}" for x in ctl))
     unf = [r["mae"]["promptmix-unfiltered"] / r["mae"]["promptmix"] for r in results]
     print("filtering: unfiltered / filtered MAE per seed " + ", ".join(f"{x:.3f}" for x in unf)
           + " (above 1: filtering helped)")
