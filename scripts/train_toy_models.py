@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sd-vae-from", default=None, metavar="DIR",
                    help="start sd from this trained autoencoder folder (skips its first phase; its sha256 goes in "
                         "the manifest)")
+    p.add_argument("--sd-unet-from", default=None, metavar="DIR",
+                   help="go on training this sd pipeline folder (its autoencoder, tokenizer, U-Net and text encoder) "
+                        "for --sd-unet-steps more steps; the manifest keeps its entry under 'continued_from'")
+    p.add_argument("--sd-lr", type=float, default=1e-3, help="peak learning rate of sd's U-Net (default 1e-3)")
+    p.add_argument("--sd-snr-gamma", type=float, default=0.0,
+                   help="Min-SNR loss weighting gamma of sd's U-Net, e.g. 5 (default 0: the plain epsilon MSE the "
+                        "shipped sd was trained with)")
     p.add_argument("--sd-vae-channels", default="16,32,32",
                    help="autoencoder block widths; their number - 1 sets the scale factor (default 16,32,32: 4)")
     args = p.parse_args(argv)
@@ -82,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"== {command.strip()}  ({time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.machine()})")
+    unet_from_files, previous = None, None
+    if "sd" in names and args.sd_unet_from:
+        # the pipeline this run goes on training (read now: it may be the folder this run replaces): its hashes,
+        # and its own manifest entry when it has one
+        unet_from_files = toy_models.file_hashes(args.sd_unet_from)
+        previous = (toy_models.read_manifest(Path(args.sd_unet_from).parent) or {}).get("models", {}).get("sd")
     for name in names:
         tmp = out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                                         unet_batch=args.sd_unet_batch, decoder_steps=0 if args.quick else
                                         args.sd_decoder_steps, vae_from=args.sd_vae_from,
                                         vae_channels=tuple(int(c) for c in args.sd_vae_channels.split(",")),
+                                        unet_from=args.sd_unet_from, lr=args.sd_lr,
+                                        snr_gamma=args.sd_snr_gamma or None,
                                         seed=args.seed, world=world, n_scenes=SCENES[mode]["sd"], log=log)
         final = out / name
         if final.exists():
@@ -109,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         entry = trained.to_dict()
         if name == "sd" and args.sd_vae_from:
             entry["vae_from_files"] = toy_models.file_hashes(args.sd_vae_from)
+        if name == "sd" and args.sd_unet_from:
+            entry["unet_from_files"] = unet_from_files
+            if previous and previous.get("files") == unet_from_files:
+                entry["continued_from"] = previous
+                entry["total_unet_steps"] = previous.get("total_unet_steps", previous["steps"]) + trained.steps
+                entry["total_seconds_with_previous"] = round(
+                    previous.get("total_seconds_with_previous", previous["seconds"]) + trained.seconds, 1)
         entry.update({"seconds": round(trained.seconds, 1), "final_loss": round(trained.final_loss, 5),
                       "files": toy_models.file_hashes(final), "command": command.strip(), "mode": mode})
         if name == "sd":

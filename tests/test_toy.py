@@ -115,6 +115,29 @@ def test_train_generator_saves_a_text_to_image_pipeline(tmp_path):
     assert im.size == (128, 96)
 
 
+def test_train_generator_continues_a_trained_pipeline(tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from promptmix.toy.train import train_generator
+
+    quiet = dict(seed=0, world=W.WorldSettings(), n_scenes=8, vae_batch=2, unet_batch=2, log=lambda line: None)
+    train_generator(tmp_path / "sd", vae_steps=2, unet_steps=2, **quiet)
+    first = load_file(tmp_path / "sd" / "unet" / "diffusion_pytorch_model.safetensors")
+    # lr 0: the saved U-Net is the loaded one, so training started from it (not from a fresh init)
+    rec = train_generator(tmp_path / "same", vae_steps=2, unet_steps=1, unet_from=tmp_path / "sd", lr=0.0, **quiet)
+    same = load_file(tmp_path / "same" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert set(same) == set(first) and all(torch.equal(same[k], first[k]) for k in first)
+    assert rec.settings["unet_from"] == str(tmp_path / "sd") and rec.settings["vae_steps"] == 0
+    assert AutoencoderKL.from_pretrained(tmp_path / "same" / "vae").config.scaling_factor == \
+        AutoencoderKL.from_pretrained(tmp_path / "sd" / "vae").config.scaling_factor
+    # Min-SNR weighting, a real step: the weights move away from the start
+    rec = train_generator(tmp_path / "more", vae_steps=2, unet_steps=2, unet_from=tmp_path / "sd", snr_gamma=5.0,
+                          **quiet)
+    more = UNet2DConditionModel.from_pretrained(tmp_path / "more" / "unet").state_dict()
+    assert rec.settings["snr_gamma"] == 5.0 and any(not torch.equal(more[k], first[k]) for k in first)
+
+
 def test_train_toy_models_script_quick(tmp_path):
     import subprocess
     import sys

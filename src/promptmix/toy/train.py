@@ -372,7 +372,9 @@ def _images_tensor(images: list[Image.Image]) -> torch.Tensor:
 def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: int, world: WorldSettings,
                     n_scenes: int = 4000, vae_batch: int = 16, unet_batch: int = 32, lr: float = 1e-3,
                     cfg_dropout: float = 0.1, vae_channels: tuple[int, ...] = (16, 32, 32),
-                    decoder_steps: int = 0, vae_from: str | Path | None = None, log: Log = print) -> Trained:
+                    decoder_steps: int = 0, vae_from: str | Path | None = None,
+                    unet_from: str | Path | None = None, snr_gamma: float | None = None,
+                    log: Log = print) -> Trained:
     """A small Stable Diffusion pipeline trained from scratch on toy scenes and their template captions.
 
     Two phases: an ``AutoencoderKL`` (scale factor ``2 ** (len(vae_channels) - 1)``, 4 latent channels) on random
@@ -381,13 +383,19 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
     prediction, 10% of captions dropped for classifier-free guidance, diffusers' ``EMAModel`` for the saved
     U-Net). Saved as a ``StableDiffusionPipeline`` with a DPM-Solver++ scheduler: ``AutoPipelineForText2Image
     .from_pretrained(out)`` loads it.
+
+    ``unet_from`` (a pipeline folder this function wrote) continues training it: its autoencoder, tokenizer,
+    U-Net and text encoder are loaded and only phase 2 runs, for ``unet_steps`` more steps (``vae_from`` and the
+    autoencoder settings are then ignored). ``snr_gamma`` weights the loss per timestep by min(SNR, gamma) / SNR
+    (Min-SNR, Hang et al. 2023: the high-SNR, low-noise steps stop dominating, which speeds training up);
+    ``None`` is the plain epsilon MSE.
     """
     import shutil
 
     from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
                            UNet2DConditionModel)
     from diffusers.training_utils import EMAModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     t0, out, rng, (train_seed, eval_seed) = _begin(out, seed, "sd")
     w, h = world.size
@@ -397,6 +405,8 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
 
     # phase 1: the autoencoder (or a trained one), then its decoder alone (as Stability's sd-vae-ft-mse: sharper
     # images from the same latents)
+    if unet_from is not None:
+        vae_from, decoder_steps = Path(unet_from) / "vae", 0
     if vae_from is not None:
         vae = AutoencoderKL.from_pretrained(str(vae_from))
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -423,26 +433,27 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
                              for i in range(0, n_scenes, 64)])
         recon = vae.decode(latents[:64]).sample
         psnr = float(-10 * torch.log10(((recon - _images_tensor([s.image for s in train[:64]])) / 2).pow(2).mean()))
-    scale = float(1.0 / latents.std())
+    scale = float(vae.config.scaling_factor) if unet_from is not None else float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scale)
     latents = latents * scale
     log(f"[sd] latents {tuple(latents.shape[1:])}, scaling_factor {scale:.4f}, reconstruction PSNR {psnr:.1f} dB")
 
     # phase 2: U-Net + text encoder on the latents
     tok_dir = out / "_tokenizer"
-    tokenizer = word_clip_tokenizer(tok_dir, CAPTION_WORDS)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length, layer_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=64))
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=max(h, w) // factor,
-        in_channels=4, out_channels=4, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), cross_attention_dim=64,
-        attention_head_dim=8, norm_num_groups=16,
-        addition_embed_type="text")  # the caption, attention-pooled, joins the time embedding: every block sees it
+    if unet_from is not None:
+        from transformers import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(str(Path(unet_from) / "tokenizer"))
+        text_encoder = CLIPTextModel.from_pretrained(str(Path(unet_from) / "text_encoder"))
+        unet = UNet2DConditionModel.from_pretrained(str(Path(unet_from) / "unet"))
+        log(f"[sd] U-Net, text encoder and tokenizer from {unet_from}: training goes on")
+    else:
+        tokenizer = word_clip_tokenizer(tok_dir, CAPTION_WORDS)
+        text_encoder, unet = _new_denoiser(tokenizer, max(h, w) // factor)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                 beta_schedule="scaled_linear", clip_sample=False)
+    alphas = noise_sched.alphas_cumprod
+    snr = alphas / (1 - alphas)  # per timestep
     captions = [s.caption for s in train]
     enc = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt")["input_ids"]
@@ -470,7 +481,10 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (unet_batch,))
         noisy = noise_sched.add_noise(lat, noise, t)
         cond = text_encoder(ids)[0]
-        loss = torch.nn.functional.mse_loss(unet(noisy, t, cond).sample, noise)
+        err = (unet(noisy, t, cond).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        if snr_gamma:
+            err = err * (snr[t].clamp(max=snr_gamma) / snr[t])
+        loss = err.mean()
         unet_loss = _step(loss, opt, sched, params, 1.0, avg, step, unet_steps, max(1, unet_steps // 20), log,
                           "[sd] U-Net", t0, unet_loss)
         ema.step(unet.parameters())
@@ -487,9 +501,28 @@ def train_generator(out: str | Path, *, vae_steps: int, unet_steps: int, seed: i
                   "decoder_final_loss": round(decoder_loss, 5)}
     return Trained("sd", "text-to-image", out, unet_steps, unet_batch, time.perf_counter() - t0, unet_loss,
                    {"vae_steps": 0 if vae_from else vae_steps, "decoder_steps": decoder_steps,
-                    "vae_from": str(vae_from) if vae_from else None, "vae_batch": vae_batch, "unet_steps": unet_steps, "lr": lr,
-                    "cfg_dropout": cfg_dropout, "n_scenes": n_scenes, "latent_scale_factor": factor, "vae_channels": list(vae_channels),
+                    "vae_from": str(vae_from) if vae_from else None,
+                    "unet_from": str(unet_from) if unet_from else None, "snr_gamma": snr_gamma,
+                    "vae_batch": vae_batch, "unet_steps": unet_steps, "lr": lr, "cfg_dropout": cfg_dropout, "n_scenes": n_scenes, "latent_scale_factor": factor, "vae_channels": list(vae_channels),
                     "scaling_factor": round(scale, 6), "ema_decay": 0.999}, evaluation)
+
+
+def _new_denoiser(tokenizer, sample_size: int):
+    """A fresh text encoder and U-Net for :func:`train_generator` (1.4 M + 0.1 M parameters)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length, layer_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=64))
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=sample_size,
+        in_channels=4, out_channels=4, down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+        attention_head_dim=8, norm_num_groups=16,
+        addition_embed_type="text")  # the caption, attention-pooled, joins the time embedding: every block sees it
+    return text_encoder, unet
 
 
 def sample_grid(folder: str | Path, path: str | Path, *, size: tuple[int, int] = (128, 96), steps: int = 20,
