@@ -19,6 +19,7 @@ annotator's own MAE on the same test images (``annotate.evaluate_split``), as a 
 
     python scripts/bench_toy_effect.py                 # seeds 0 1 2 (a few minutes on 2 CPU cores)
     python scripts/bench_toy_effect.py --seeds 0 --out /tmp/bte
+    python scripts/bench_toy_effect.py --set guidance_scale=7 --set toy_models_dir=/tmp/toy   # other settings
 """
 
 from __future__ import annotations
@@ -38,14 +39,35 @@ GOAL = 0.8
 RUNS = ("real-only", "promptmix", "promptmix-unfiltered", "real-only-steps", "control")
 
 
-def run_seed(out: Path, seed: int, echo) -> dict:
+def demo_overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs of :class:`promptmix.pipeline.demo.DemoSettings` fields (values read as YAML)."""
+    import dataclasses
+
+    import yaml
+
+    from promptmix.pipeline.demo import DemoSettings
+
+    fields = {f.name for f in dataclasses.fields(DemoSettings)} - {"seed", "random_models"}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of the demo settings "
+                             f"{', '.join(sorted(fields))}")
+        out[key] = yaml.safe_load(value)
+        if key == "size":
+            out[key] = tuple(out[key])
+    return out
+
+
+def run_seed(out: Path, seed: int, echo, overrides: dict | None = None) -> dict:
     import yaml
 
     from promptmix.pipeline import load_config, run_pipeline
     from promptmix.pipeline.demo import DemoSettings, demo_config, demo_models, write_raw
     from promptmix.run_folder import RunFolder
 
-    s = DemoSettings(seed=seed)
+    s = DemoSettings(seed=seed, **(overrides or {}))
     out.mkdir(parents=True, exist_ok=True)
     models = demo_models(out, s)
     write_raw(out / "raw", s)
@@ -94,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a demo setting for every seed, e.g. --set guidance_scale=7 --set epochs=80 "
+                        "(promptmix.pipeline.demo.DemoSettings; toy_models_dir=DIR takes other toy models)")
     args = p.parse_args(argv)
+    overrides = demo_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -106,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out or tmp.name)
     results = []
     for seed in args.seeds:
-        r = run_seed(root / f"seed{seed}", seed, print)
+        r = run_seed(root / f"seed{seed}", seed, print, overrides)
         results.append(r)
         print(f"seed {seed}: done in {r['seconds']:.0f} s", flush=True)
     names = sorted({n for r in results for n in r["annotators"]})
     head = f"{'seed':>4}  " + "  ".join(f"{n:>20}" for n in RUNS) + "  ratio  " + "  ".join(
         f"{'annotator ' + n:>20}" for n in names) + "  kept"
     print()
+    if overrides:
+        print("demo settings changed: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
     print("test MAE on the held-out toy test split (lower is better); ratio = promptmix / real-only")
     print(head)
     for r in results:
